@@ -1,0 +1,155 @@
+"""Importer for checkpoints written by the original lstc-gait project.
+
+A checkpoint is a dict with ``model`` (the backbone state_dict, keys identical to ``LSTCBackbone``)
+and ``args`` (the original training flags); ``classifier``, ``optimizer``, ``scheduler``, ``epoch``
+... are ignored. The backbone is rebuilt from the checkpoint's own ``args``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..models.backbone import DEFAULT_KERNELS, LSTCBackbone
+from ..models.heads import GaitModel
+
+
+class CheckpointFormatError(ValueError):
+    """The file is not a usable original lstc-gait checkpoint (the message names the file and keys)."""
+
+
+# original flag -> (LSTCBackbone kwarg, default of the original project)
+_ARG_MAP: dict[str, tuple[str, Any]] = {
+    "base_channels": ("base_channels", 16),
+    "num_stripes": ("num_stripes", 8),
+    "embedding_dim": ("embedding_dim", 256),
+    "pooling_topk": ("topk", 2),
+    "pooling_temperature": ("temperature", 1.0),
+    "use_temporal": ("use_temporal", True),
+    "use_spatial": ("use_spatial", True),
+    "use_joint": ("use_joint", True),
+    "joint_type": ("joint_type", "lstc"),
+    "dynamic_experts": ("dynamic_experts", 4),
+    "dynamic_gate_hidden": ("dynamic_gate_hidden", 0),
+}
+# kwargs that decide parameter shapes (pooling settings do not).
+ARCHITECTURE_KEYS = ("in_channels", "base_channels", "num_stripes", "embedding_dim", "kernels", "use_temporal",
+                     "use_spatial", "use_joint", "joint_type", "branch_width", "min_branch_width",
+                     "dynamic_experts", "dynamic_gate_hidden")
+
+
+def reference_args_to_kwargs(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Translate the original ``args`` dict into ``LSTCBackbone`` keyword arguments.
+
+    Flags missing from ``args`` take the original project's defaults; unrelated flags (lr, seed...)
+    are ignored. The original architecture is fixed otherwise: kernels (3,7,3)/(3,5,3)/(3,3,3),
+    half-split branch width with a minimum of 8, one input channel.
+    """
+    if not isinstance(args, Mapping):
+        raise CheckpointFormatError(f"checkpoint 'args' must be a dict, got {type(args).__name__}")
+    kw: dict[str, Any] = {"in_channels": 1, "kernels": DEFAULT_KERNELS, "branch_width": "half_split",
+                          "min_branch_width": 8, "dynamic_temperature": 1.0}
+    for flag, (name, default) in _ARG_MAP.items():
+        value = args.get(flag, default)
+        kw[name] = default if value is None else value
+    kw["pooling"] = "soft" if bool(args.get("pooling_soft", False)) else "hard"
+    for name in ("base_channels", "num_stripes", "embedding_dim", "topk", "dynamic_experts", "dynamic_gate_hidden"):
+        kw[name] = int(kw[name])
+    for name in ("use_temporal", "use_spatial", "use_joint"):
+        kw[name] = bool(kw[name])
+    kw["temperature"] = float(kw["temperature"])
+    kw["joint_type"] = str(kw["joint_type"])
+    return kw
+
+
+def _read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointFormatError(f"{p}: no such checkpoint file")
+    try:
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # Trusted local file holding non-tensor Python objects (e.g. numpy scalars in args).
+            ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a format error for the caller
+        raise CheckpointFormatError(f"{p}: cannot be read as a torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointFormatError(f"{p}: expected a checkpoint dict with 'model' and 'args', got {type(ckpt).__name__}")
+    missing = [k for k in ("model", "args") if k not in ckpt]
+    if missing:
+        raise CheckpointFormatError(f"{p}: checkpoint dict lacks {missing} (has {sorted(map(str, ckpt))})")
+    state, args = ckpt["model"], ckpt["args"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointFormatError(f"{p}: 'model' must be a state_dict (a dict of tensors)")
+    if not isinstance(args, Mapping):
+        raise CheckpointFormatError(f"{p}: 'args' must be a dict of training flags, got {type(args).__name__}")
+    return dict(state), dict(args)
+
+
+def _load_state(backbone: LSTCBackbone, state: dict[str, Tensor], path: str | os.PathLike) -> None:
+    own = backbone.state_dict()
+    # DynamicConv3d accepts a few equivalent encodings (bias, 2D gate weights): let it judge those keys.
+    tolerant = [k for k in state if ".branch_joint.bias" in k or ".branch_joint.gate." in k]
+    missing = sorted(k for k in own if k not in state and ".branch_joint.gate." not in k)
+    unexpected = sorted(k for k in state if k not in own and k not in tolerant)
+    shape_bad = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in own if k in state and k not in tolerant and state[k].shape != own[k].shape]
+    if missing or unexpected or shape_bad:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected}")
+        if shape_bad:
+            parts.append(f"shape mismatches {shape_bad}")
+        raise CheckpointFormatError(f"{path}: state_dict does not match the architecture in its args: "
+                                    + "; ".join(parts))
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointFormatError(f"{path}: {exc}") from exc
+
+
+def load_reference_checkpoint(path: str | os.PathLike) -> LSTCBackbone:
+    """Build an ``LSTCBackbone`` from the checkpoint's ``args``, load its weights, return it in eval mode."""
+    state, args = _read_checkpoint(path)
+    try:
+        backbone = LSTCBackbone(**reference_args_to_kwargs(args))
+    except CheckpointFormatError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise CheckpointFormatError(f"{path}: 'args' describe an invalid model: {exc}") from exc
+    _load_state(backbone, state, path)
+    return backbone.eval()
+
+
+def load_reference_weights(model: GaitModel, path: str | os.PathLike) -> None:
+    """Warm-start ``model.backbone`` from an original checkpoint (the classifier is not imported).
+
+    The architecture flags in the checkpoint's ``args`` must match the model's; pooling settings may differ.
+    """
+    backbone = getattr(model, "backbone", model)
+    if not isinstance(backbone, LSTCBackbone):
+        raise TypeError(f"load_reference_weights expects a GaitModel or LSTCBackbone, got {type(model).__name__}")
+    state, args = _read_checkpoint(path)
+    want = reference_args_to_kwargs(args)
+    have = backbone.config
+    diffs = [f"{k}: checkpoint {want[k]!r} vs model {have[k]!r}" for k in ARCHITECTURE_KEYS
+             if _norm(want[k]) != _norm(have[k])]
+    if diffs:
+        raise CheckpointFormatError(f"{path}: architecture of the checkpoint does not match the model: "
+                                    + "; ".join(diffs))
+    _load_state(backbone, state, path)
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_norm(v) for v in value)
+    return value

@@ -1,0 +1,203 @@
+"""Typed schemas of the Hydra config, registered in Hydra's ConfigStore.
+
+``conf/config.yaml`` starts its defaults list with ``train_schema`` (the :class:`TrainConfig`
+dataclass below); every group option (``model/lstc.yaml``, ``loss/ce.yaml``, ...) is merged on top
+of its typed node. A misspelt key or a value of the wrong type therefore fails at compose time,
+and OmegaConf's message names the full key (``Key 'lrr' not in 'OptimizerConfig' ...
+full_key: trainer.optimizer.lrr``). Values with a fixed set of choices are checked by
+:func:`check_choices` before anything is built, again naming the key.
+"""
+
+# No `from __future__ import annotations`: OmegaConf reads the annotations at runtime.
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from lstc_gait.data.config import DatasetConfig
+
+
+@dataclass
+class ModelConfig:
+    """Keyword arguments of ``lstc_gait.models.build_gait_model`` (num_classes is given at build time)."""
+
+    _target_: str = "lstc_gait.models.build_gait_model"
+    in_channels: int = 1
+    base_channels: int = 16
+    num_stripes: int = 8
+    embedding_dim: int = 256
+    kernels: list[list[int]] = field(default_factory=lambda: [[3, 7, 3], [3, 5, 3], [3, 3, 3]])
+    use_temporal: bool = True
+    use_spatial: bool = True
+    use_joint: bool = True
+    joint_type: str = "lstc"
+    branch_width: str = "half_split"
+    min_branch_width: int = 8
+    dynamic_experts: int = 4
+    dynamic_gate_hidden: int = 0
+    dynamic_temperature: float = 1.0
+    # The pooling group owns these three; the model reads them by interpolation.
+    pooling: str = "${pooling.name}"
+    topk: int = "${pooling.topk}"  # type: ignore[assignment]
+    temperature: float = "${pooling.temperature}"  # type: ignore[assignment]
+
+
+@dataclass
+class PoolingConfig:
+    name: str = "hard"  # hard (top-k LSTP) | soft (softmax-weighted LSTP) | mean | max
+    topk: int = 2
+    temperature: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    _target_: str = "lstc_gait.losses.GaitLoss"
+    ce_weight: float = 1.0
+    triplet_weight: float = 1.0
+    label_smoothing: float = 0.1
+    margin: float = 0.2
+    distance: str = "euclidean"  # euclidean | sqeuclidean | cosine
+
+
+@dataclass
+class SamplerConfig:
+    """A global batch holds p x k sequences; ``random`` draws them uniformly, ``pk`` takes k
+    sequences of each of p identities, ``multiview_pk`` spreads each identity's k over its views."""
+
+    _target_: str = "lstc_gait.samplers.PKSampler"
+    p: int = 8
+    k: int = 4
+
+
+@dataclass
+class OptimizerConfig:
+    _target_: str = "torch.optim.AdamW"
+    _partial_: bool = True
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class SchedulerConfig:
+    """Linear warmup from ``warmup_start`` x lr to lr, then cosine to ``min_lr_ratio`` x lr (per step)."""
+
+    _target_: str = "lstc_gait.engine.optim.warmup_cosine"
+    _partial_: bool = True
+    warmup_steps: int = 50
+    warmup_start: float = 0.01
+    min_lr_ratio: float = 0.01
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = True
+    decay: float = 0.995
+    warmup: bool = True  # effective decay min(decay, (1 + n) / (10 + n)) so early averages are not stale
+
+
+@dataclass
+class TrainerConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    strategy: str = "single"  # single | ddp
+    devices: int = 1  # processes for strategy=ddp (spawned unless launched by torchrun)
+    backend: str = "auto"  # auto (gloo on CPU, nccl on CUDA) | gloo | nccl
+    max_steps: int = 500  # budget in iterations; 0 means use max_epochs
+    max_epochs: int = 0  # budget in sampler epochs when max_steps is 0
+    eval_every: int = 0  # steps between evaluations; 0 = evaluate once at the end
+    log_every: int = 10  # steps between loss/lr logging (the only host syncs of the loop)
+    checkpoint_every: int = 100  # steps between writes of checkpoints/last.pt
+    amp: bool = False
+    amp_dtype: str = "auto"  # auto (bf16 on CPU, fp16 + grad scaler on CUDA) | bf16 | fp16
+    grad_clip: float = 5.0  # max global grad norm, every step; 0 disables
+    num_workers: int = 1
+    deterministic: bool = False  # torch.use_deterministic_algorithms; needed for bitwise resume on CUDA
+    sync_bn: bool = True  # DDP: BatchNorm statistics over the global batch
+    progress: bool = True
+    # Fields of dataset.synthetic replaced when the dataset is synthetic (trainer=debug: a tiny instance).
+    shrink_synthetic: dict[str, Any] | None = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+
+@dataclass
+class EvalConfig:
+    metric: str = "euclidean"  # euclidean | cosine
+    batch_size: int = 8
+    monitor: str = "auto"  # metric that picks best.pt; auto = mean of the probe sets' rank-1
+    num_workers: int = 0
+
+
+@dataclass
+class TrackingConfig:
+    _target_: str = "lstc_gait.tracking.mlflow.MLflowTracker"
+    enabled: bool = True
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<paths.output_dir>/mlflow.db
+    experiment: str = "lstc_gait"
+    artifact_location: str | None = None  # None: <store dir>/mlartifacts for local SQLite stores
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = "outputs/data"  # prepared caches and generated synthetic datasets
+    output_dir: str = "outputs"  # run dirs and the default MLflow store
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+    resume: str | None = None  # PATH to a checkpoint, or "auto": <run dir>/checkpoints/last.pt if present
+    init_from: str | None = None  # warm start from an original lstc-gait checkpoint
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.joint_type": ("lstc", "dynamic"),
+    "pooling.name": ("hard", "soft", "mean", "max"),
+    "loss.distance": ("euclidean", "sqeuclidean", "cosine"),
+    "trainer.strategy": ("single", "ddp"),
+    "trainer.backend": ("auto", "gloo", "nccl"),
+    "trainer.amp_dtype": ("auto", "bf16", "fp16"),
+    "eval.metric": ("euclidean", "cosine"),
+}
+
+
+def check_choices(cfg: DictConfig | Any) -> None:
+    """Fail with a message naming the key when a value is not one of its allowed choices."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value not in allowed:
+            raise ValueError(f"config key {key}={value!r} is not one of: {', '.join(allowed)}")
+    device = OmegaConf.select(cfg, "trainer.device", default="auto")
+    if not (device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:")):
+        raise ValueError(f"config key trainer.device={device!r} must be auto, cpu, cuda or cuda:N")
+    for key in ("sampler.p", "sampler.k", "trainer.devices", "eval.batch_size"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value < 1:
+            raise ValueError(f"config key {key}={value} must be >= 1")
+    if OmegaConf.select(cfg, "trainer.max_steps", default=1) <= 0 and \
+            OmegaConf.select(cfg, "trainer.max_epochs", default=1) <= 0:
+        raise ValueError("set a training budget: trainer.max_steps > 0 or trainer.max_epochs > 0")
+
+
+def register_configs() -> None:
+    """Register the typed root (``train_schema``) in Hydra's ConfigStore (idempotent)."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+__all__ = [
+    "CHOICES", "EMAConfig", "EvalConfig", "LossConfig", "ModelConfig", "OptimizerConfig", "PathsConfig",
+    "PoolingConfig", "SamplerConfig", "SchedulerConfig", "TrackingConfig", "TrainConfig", "TrainerConfig",
+    "MISSING", "check_choices", "register_configs",
+]

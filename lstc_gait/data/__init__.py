@@ -1,0 +1,42 @@
+"""Data layer: layouts -> pretreatment -> cache -> datasets (see docs/data.md).
+
+The config helpers (:mod:`lstc_gait.data.config`) and the synthetic generator
+(:mod:`lstc_gait.data.synthetic`) are imported explicitly, not from here, to keep this import light
+and free of cycles.
+"""
+
+from .augment import AugmentConfig, apply_augment
+from .cache import CacheError, SequenceCache, open_cache, write_cache_from_arrays
+from .datasets import TestSequenceDataset, TrainSequenceDataset, collate_padded, collate_train
+from .layouts import LAYOUTS, LayoutError, detect_layout, read_partition, scan_roots
+from .prepare import PrepareSummary, prepare_cache
+from .pretreat import center_crop_width, pretreat_frame
+from .sampling import sample_frame_indices
+from .splits import SPLIT_PROTOCOLS, CacheSplit, split_index, split_subjects
+
+__all__ = [
+    "LAYOUTS",
+    "SPLIT_PROTOCOLS",
+    "AugmentConfig",
+    "CacheSplit",
+    "CacheError",
+    "LayoutError",
+    "PrepareSummary",
+    "SequenceCache",
+    "TestSequenceDataset",
+    "TrainSequenceDataset",
+    "apply_augment",
+    "center_crop_width",
+    "collate_padded",
+    "collate_train",
+    "detect_layout",
+    "open_cache",
+    "prepare_cache",
+    "pretreat_frame",
+    "read_partition",
+    "sample_frame_indices",
+    "scan_roots",
+    "split_index",
+    "split_subjects",
+    "write_cache_from_arrays",
+]

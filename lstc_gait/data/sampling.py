@@ -1,0 +1,34 @@
+"""Which frames of a sequence a training sample uses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SAMPLING_MODES: tuple[str, ...] = ("ordered", "random")
+
+
+def sample_frame_indices(num_available: int, num_frames: int, mode: str, rng: np.random.Generator) -> np.ndarray:
+    """Indices (int64, length ``num_frames``) into a sequence of ``num_available`` frames.
+
+    ``ordered``: a contiguous window at a random start; a sequence shorter than the window is
+    walked cyclically from a random start (gait is periodic, so repeating the walk is the least
+    distorting way to fill it). ``random``: unordered frames from shuffled passes over the
+    sequence (distinct frames when there are enough).
+    """
+    if num_available < 1:
+        raise ValueError("cannot sample frames from an empty sequence")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if mode == "ordered":
+        if num_available >= num_frames:
+            start = int(rng.integers(0, num_available - num_frames + 1))
+            return np.arange(start, start + num_frames, dtype=np.int64)
+        start = int(rng.integers(0, num_available))
+        return (start + np.arange(num_frames, dtype=np.int64)) % num_available
+    if mode == "random":
+        # Shuffled passes over the whole sequence: no repeats when there are enough frames, and
+        # every frame used before any repeats when there are not.
+        reps = -(-num_frames // num_available)
+        passes = [rng.permutation(num_available) for _ in range(reps)]
+        return np.concatenate(passes)[:num_frames].astype(np.int64)
+    raise ValueError(f"unknown sampling mode {mode!r}; choose one of {', '.join(SAMPLING_MODES)}")

@@ -1,0 +1,85 @@
+"""Runtime settings of a training process: device, mixed precision, seeding and RNG state."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> cuda:<local_rank> when CUDA is available, else cpu; ``cuda`` -> cuda:<local_rank>."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"trainer.device={device} but CUDA is not available; use trainer.device=cpu or auto")
+    return dev
+
+
+def amp_dtype(enabled: bool, dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None when AMP is off: auto = bf16 on CPU, fp16 on CUDA."""
+    if not enabled:
+        return None
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cpu" else torch.float16
+    if dtype == "fp16":
+        if device.type == "cpu":
+            raise ValueError("trainer.amp_dtype=fp16 needs CUDA; on CPU use bf16 (or auto)")
+        return torch.float16
+    if dtype == "bf16":
+        return torch.bfloat16
+    raise ValueError(f"trainer.amp_dtype={dtype!r} is not one of: auto, bf16, fp16")
+
+
+def autocast_factory(device: torch.device, dtype: torch.dtype | None) -> Callable[[], Any]:
+    """A zero-argument context factory: autocast in ``dtype`` or a no-op."""
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """A grad scaler, enabled only for fp16 (bf16 has fp32's range and needs none)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Deterministic kernels (bitwise-reproducible resume on CUDA); CPU kernels already are."""
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.deterministic = enabled
+        torch.backends.cudnn.benchmark = not enabled
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(Exception):  # another GPU count: the CUDA streams are re-seeded instead
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def to_model_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N, T, H, W) silhouettes -> float (N, 1, T, H, W) in [0, 1], converted on the device."""
+    return x.to(device, non_blocking=True)[:, None].float().div_(255)

@@ -1,0 +1,314 @@
+"""The training loop: AMP, EMA, gradient clipping, warmup + cosine, checkpoint/resume, DDP, evaluation.
+
+:class:`Trainer` takes built objects (model, loss, optimizer, scheduler, sampler, loader, ...)
+and explicit settings; it never reads a global config. ``lstc_gait.train`` builds those objects from
+the composed Hydra config.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt_io
+from .distributed import DistInfo
+from .ema import ModelEMA
+from .runtime import rng_state, set_rng_state, to_model_input
+
+log = logging.getLogger(__name__)
+
+
+class Tracker(Protocol):
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+
+
+class Evaluator(Protocol):
+    def __call__(self, model: nn.Module, step: int) -> dict[str, float]: ...
+
+
+@dataclass
+class TrainSettings:
+    max_steps: int
+    eval_every: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    grad_clip: float = 5.0
+    progress: bool = True
+    monitor: str = "auto"
+
+
+@dataclass
+class FitResult:
+    step: int
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss over the log window)
+    metrics: dict[str, float] = field(default_factory=dict)  # last evaluation
+    best: float | None = None
+    seconds: float = 0.0
+    sequences_per_second: float = 0.0
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+
+
+def monitor_value(metrics: dict[str, float], monitor: str) -> float | None:
+    """The number that picks best.pt: a named metric, or (auto) the mean rank-1 over the probe sets."""
+    if not metrics:
+        return None
+    if monitor != "auto":
+        if monitor not in metrics:
+            raise KeyError(f"eval.monitor={monitor!r} is not among the test metrics: {', '.join(sorted(metrics))}")
+        return float(metrics[monitor])
+    sets = [v for k, v in metrics.items() if k.endswith("/rank1") and k.count("/") == 1]
+    if sets:
+        return float(sum(sets) / len(sets))
+    for key in ("rank1", "mAP"):
+        if key in metrics:
+            return float(metrics[key])
+    return None
+
+
+class Trainer:
+    """One training run. ``fit()`` trains to ``settings.max_steps`` (resuming when ``resume_from`` is set)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        sampler: Any,
+        loader: Any,
+        settings: TrainSettings,
+        device: torch.device,
+        autocast: Callable[[], Any],
+        scaler: torch.amp.GradScaler,
+        ema: ModelEMA | None = None,
+        dist_info: DistInfo | None = None,
+        evaluator: Evaluator | None = None,
+        tracker: Tracker | None = None,
+        checkpoint_dir: Path | None = None,
+        config: dict[str, Any] | None = None,
+        num_classes: int = 0,
+        step_hook: Callable[[int], None] | None = None,
+    ) -> None:
+        self.model = model  # possibly DDP-wrapped
+        self.raw_model = model.module if hasattr(model, "module") else model
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.sampler = sampler
+        self.loader = loader
+        self.settings = settings
+        self.device = device
+        self.autocast = autocast
+        self.scaler = scaler
+        self.ema = ema
+        self.dist = dist_info or DistInfo()
+        self.evaluator = evaluator
+        self.tracker = tracker
+        self.checkpoint_dir = checkpoint_dir
+        self.config = config or {}
+        self.num_classes = num_classes
+        self.step_hook = step_hook
+        self.step = 0
+        self.epoch = 0  # sampler position of the next batch: (epoch, index within the epoch)
+        self.index = 0
+        self.best: float | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.extra_state: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "sampler": {"epoch": self.epoch, "index": self.index, "seed": getattr(self.sampler, "seed", None)},
+            "rng": rng_state(),
+            "step": self.step,
+            "best": self.best,
+            "metrics": dict(self.last_metrics),
+            "num_classes": self.num_classes,
+            "config": self.config,
+            **self.extra_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], path: str | Path) -> None:
+        ckpt_io.check_compatible(state.get("config") or {}, self.config, path, self.num_classes,
+                                 state.get("num_classes"))
+        ckpt_io.load_model_state(self.raw_model, state["model"], path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ckpt_io.CheckpointError(f"checkpoint {path} has no EMA state but trainer.ema.enabled=true")
+            self.ema.load_state_dict(state["ema"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        sampler_state = state["sampler"]
+        saved_seed = sampler_state.get("seed")
+        if saved_seed is not None and saved_seed != getattr(self.sampler, "seed", saved_seed):
+            log.warning("resuming with seed %s, the checkpoint used %s: batches will differ",
+                        getattr(self.sampler, "seed", None), saved_seed)
+        self.epoch, self.index = int(sampler_state["epoch"]), int(sampler_state["index"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.best = state.get("best")
+        self.last_metrics = dict(state.get("metrics") or {})
+
+    def save(self, name: str) -> Path | None:
+        if self.checkpoint_dir is None or not self.dist.is_main:
+            return None
+        return ckpt_io.save_checkpoint(self.state_dict(), self.checkpoint_dir / name)
+
+    # ------------------------------------------------------------------ loop
+    def _batches(self) -> Iterator[Any]:
+        """Batches from the sampler position (epoch, index) onwards; the sampler runs across epochs."""
+        self.sampler.set_epoch(self.epoch, self.index)
+        return iter(self.loader)
+
+    def _advance_position(self) -> None:
+        self.index += 1
+        if self.index >= self.sampler.num_batches(self.epoch):
+            self.epoch += 1
+            self.index = 0
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = to_model_input(x, self.device)
+        y = y.to(self.device, non_blocking=True)
+        with self.autocast():
+            out = self.model(x)
+            loss, parts = self.loss_fn(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.settings.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.raw_model)
+        return loss.detach(), parts
+
+    def _eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.raw_model
+
+    def evaluate(self) -> dict[str, float]:
+        if self.evaluator is None:
+            return {}
+        metrics = self.evaluator(self._eval_model(), self.step)
+        self.last_metrics = dict(metrics)
+        if self.dist.is_main:
+            value = monitor_value(metrics, self.settings.monitor)
+            if value is not None and (self.best is None or value > self.best):
+                self.best = value
+                self.save("best.pt")
+        return metrics
+
+    def _reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            t = t.clone()
+            dist.all_reduce(t)
+            t /= self.dist.world_size
+        return t
+
+    def fit(self) -> FitResult:
+        s = self.settings
+        result = FitResult(step=self.step)
+        if self.step >= s.max_steps:
+            log.info("nothing to train: the checkpoint is at step %d of %d", self.step, s.max_steps)
+        bar = None
+        if s.progress and self.dist.is_main and self.step < s.max_steps:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=s.max_steps, initial=self.step, desc="train", unit="step", file=sys.stderr,
+                       dynamic_ncols=True)
+        self.model.train()
+        window_loss = torch.zeros((), device=self.device)
+        window_parts: dict[str, torch.Tensor] = {}
+        window_steps = 0
+        window_start = time.perf_counter()
+        t0 = time.perf_counter()
+        seen = 0
+        batches = self._batches() if self.step < s.max_steps else iter(())
+        local_bs = getattr(self.sampler, "local_batch_size", 0)
+        try:
+            while self.step < s.max_steps:
+                x, y = next(batches)
+                loss, parts = self._train_step(x, y)
+                self.step += 1
+                self._advance_position()
+                seen += x.shape[0] * self.dist.world_size
+                window_loss += loss
+                for k, v in parts.items():
+                    window_parts[k] = window_parts.get(k, 0.0) + v.detach().float()
+                window_steps += 1
+                if bar is not None:
+                    bar.update(1)
+                if self.step % s.log_every == 0 or self.step == s.max_steps:
+                    stacked = torch.stack([window_loss, *[window_parts[k] for k in sorted(window_parts)]])
+                    values = (self._reduce_mean(stacked) / window_steps).tolist()
+                    elapsed = max(time.perf_counter() - window_start, 1e-9)
+                    rate = window_steps * (local_bs or x.shape[0]) * self.dist.world_size / elapsed
+                    mean_loss = values[0]
+                    if not math.isfinite(mean_loss):
+                        raise FloatingPointError(f"training loss is {mean_loss} at step {self.step}; lower "
+                                                 "trainer.optimizer.lr or check the data")
+                    lr = self.scheduler.get_last_lr()[0]
+                    result.losses.append((self.step, mean_loss))
+                    if self.dist.is_main:
+                        metrics = {"train/loss": mean_loss, "train/lr": lr, "train/seq_per_s": rate}
+                        for k, v in zip(sorted(window_parts), values[1:]):
+                            metrics[f"train/{k}"] = v
+                        if self.tracker is not None:
+                            self.tracker.log_metrics(metrics, step=self.step)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", seq_s=f"{rate:.1f}")
+                        else:
+                            log.info("step %d/%d loss %.4f lr %.2e %.1f seq/s", self.step, s.max_steps,
+                                     mean_loss, lr, rate)
+                    window_loss = torch.zeros((), device=self.device)
+                    window_parts = {}
+                    window_steps = 0
+                    window_start = time.perf_counter()
+                if s.eval_every > 0 and self.step % s.eval_every == 0 and self.step < s.max_steps:
+                    self.evaluate()
+                    self.model.train()
+                    window_start = time.perf_counter()
+                if s.checkpoint_every > 0 and self.step % s.checkpoint_every == 0 and self.step < s.max_steps:
+                    path = self.save("last.pt")  # after the evaluation: a resume does not redo it
+                    if path is not None:
+                        result.checkpoints["last"] = path
+                if self.step_hook is not None:
+                    self.step_hook(self.step)
+        finally:
+            if bar is not None:
+                bar.close()
+            del batches  # shuts DataLoader workers down
+        result.seconds = time.perf_counter() - t0
+        result.sequences_per_second = seen / result.seconds if result.seconds > 0 and seen else 0.0
+        metrics = self.evaluate() if self.evaluator is not None else {}
+        path = self.save("last.pt")
+        if path is not None:
+            result.checkpoints["last"] = path
+            best = path.parent / "best.pt"
+            if best.is_file():
+                result.checkpoints["best"] = best
+        result.step = self.step
+        result.metrics = metrics
+        result.best = self.best
+        return result

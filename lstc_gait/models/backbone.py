@@ -1,0 +1,139 @@
+"""LSTCBackbone: stem -> 3 asymmetric blocks (2x spatial max-pool between) -> 1x1x1 head -> LSTP -> embedding.
+
+Padding correctness: with ``lengths`` given, padded frames (``t >= L``) are re-zeroed before every
+op that looks across time (stem and block inputs), the dynamic gate averages valid frames only,
+and pooling never selects padded frames, so a padded batch embeds each sequence exactly as if it
+were run alone. With ``lengths=None`` (or all sequences full length) no masking work is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .blocks import AsymmetricBlock
+from .convbn import bn_is_folding, bn_scale_shift, conv_bn_relu
+from .pooling import LSTP, POOLING_MODES
+from .stripes import check_stripes
+
+DEFAULT_KERNELS = ((3, 7, 3), (3, 5, 3), (3, 3, 3))
+
+
+def normalize_kernels(kernels: Sequence[Sequence[int]]) -> tuple[tuple[int, int, int], ...]:
+    """Accept nested lists/tuples (e.g. from Hydra) and return three ``(kT, kH, kW)`` tuples."""
+    try:
+        out = tuple(tuple(int(v) for v in k) for k in kernels)
+    except TypeError as exc:
+        raise ValueError(f"kernels must be three (kT, kH, kW) triples, got {kernels!r}") from exc
+    if len(out) != 3 or any(len(k) != 3 or min(k) < 1 or any(v % 2 == 0 for v in k) for k in out):
+        raise ValueError(f"kernels must be three (kT, kH, kW) triples of odd positive ints, got {kernels!r}")
+    return out  # type: ignore[return-value]
+
+
+class LSTCBackbone(nn.Module):
+    """The LSTC/LSTP gait backbone; ``forward(x, lengths=None) -> {"embedding": (N, D), "parts": (N, C3, S)}``."""
+
+    def __init__(self, in_channels: int = 1, base_channels: int = 16, num_stripes: int = 8,
+                 embedding_dim: int = 256, kernels: Sequence[Sequence[int]] = DEFAULT_KERNELS,
+                 use_temporal: bool = True, use_spatial: bool = True, use_joint: bool = True,
+                 joint_type: str = "lstc", branch_width: str | int = "half_split", min_branch_width: int = 8,
+                 dynamic_experts: int = 4, dynamic_gate_hidden: int = 0, dynamic_temperature: float = 1.0,
+                 pooling: str = "hard", topk: int = 2, temperature: float = 1.0) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("base_channels", base_channels),
+                            ("num_stripes", num_stripes), ("embedding_dim", embedding_dim)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+        kernels = normalize_kernels(kernels)
+        branch_width = branch_width if isinstance(branch_width, str) else int(branch_width)
+        self.config = {
+            "in_channels": int(in_channels), "base_channels": int(base_channels), "num_stripes": int(num_stripes),
+            "embedding_dim": int(embedding_dim), "kernels": kernels, "use_temporal": bool(use_temporal),
+            "use_spatial": bool(use_spatial), "use_joint": bool(use_joint), "joint_type": joint_type,
+            "branch_width": branch_width, "min_branch_width": int(min_branch_width),
+            "dynamic_experts": int(dynamic_experts), "dynamic_gate_hidden": int(dynamic_gate_hidden),
+            "dynamic_temperature": float(dynamic_temperature), "pooling": pooling, "topk": int(topk),
+            "temperature": float(temperature),
+        }
+        c1, c2, c3 = base_channels, 2 * base_channels, 4 * base_channels
+        self.in_channels, self.num_stripes, self.embedding_dim = int(in_channels), int(num_stripes), int(embedding_dim)
+        self.out_channels = c3
+        block_kw = dict(use_temporal=use_temporal, use_spatial=use_spatial, use_joint=use_joint,
+                        joint_type=joint_type, num_stripes=num_stripes, branch_width=branch_width,
+                        min_branch_width=min_branch_width, dynamic_experts=dynamic_experts,
+                        dynamic_gate_hidden=dynamic_gate_hidden, dynamic_temperature=dynamic_temperature)
+        self.stem = conv_bn_relu(in_channels, c1, 3, 1)
+        self.block1 = AsymmetricBlock(c1, c1, kernels[0], **block_kw)
+        self.pool1 = nn.MaxPool3d((1, 2, 2))
+        self.block2 = AsymmetricBlock(c1, c2, kernels[1], **block_kw)
+        self.pool2 = nn.MaxPool3d((1, 2, 2))
+        self.block3 = AsymmetricBlock(c2, c3, kernels[2], **block_kw)
+        self.head = conv_bn_relu(c3, c3, 1)
+        self.lstp = LSTP(num_stripes, pooling, topk, temperature)
+        self.fc = nn.Linear(c3 * num_stripes, embedding_dim)
+        self.bn = nn.BatchNorm1d(embedding_dim)
+
+    def _check_input(self, x: Tensor, lengths: Tensor | None) -> Tensor | None:
+        if not isinstance(x, Tensor) or x.dim() != 5:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"LSTCBackbone expects x of shape (N, {self.in_channels}, T, H, W), got {shape}")
+        n, c, t, h, w = x.shape
+        if c != self.in_channels:
+            raise ValueError(f"LSTCBackbone expects {self.in_channels} input channel(s), got x of shape {tuple(x.shape)}")
+        if n < 1 or t < 1:
+            raise ValueError(f"empty input: x of shape {tuple(x.shape)}")
+        if w < 4:
+            raise ValueError(f"input width {w} is too small: two 2x spatial poolings need W >= 4")
+        check_stripes(h // 4, self.num_stripes, where=f"after two 2x poolings, input height {h} ->")
+        if lengths is None:
+            return None
+        if not isinstance(lengths, Tensor):
+            lengths = torch.as_tensor(lengths)
+        if lengths.dim() != 1 or lengths.shape[0] != n:
+            raise ValueError(f"lengths must have shape ({n},) to match x, got {tuple(lengths.shape)}")
+        if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+            raise ValueError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
+        lengths = lengths.to(device=x.device, dtype=torch.long)
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > t:
+            raise ValueError(f"lengths must lie in [1, T={t}], got min {lo} and max {hi}")
+        return None if lo == t else lengths  # all full length: same as no padding, skip masking
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:  # noqa: D102
+        lengths = self._check_input(x, lengths)
+        mask = None
+        if lengths is not None:
+            t = x.shape[2]
+            mask = (torch.arange(t, device=x.device).view(1, t) < lengths.view(-1, 1)).to(x.dtype)
+            mask = mask.view(-1, 1, t, 1, 1)
+            x = x * mask
+        y = self.stem(x)
+        y = self.block1(_masked(y, mask, self.block1), mask)
+        y = self.pool1(y)
+        y = self.block2(_masked(y, mask, self.block2), mask)
+        y = self.pool2(y)
+        y = self.block3(_masked(y, mask, self.block3), mask)
+        y = self.head(y)
+        flat, parts = self.lstp(y, lengths)
+        return {"embedding": self._embed(flat), "parts": parts}
+
+    def _embed(self, flat: Tensor) -> Tensor:
+        if bn_is_folding(self.bn):  # eval: fold BatchNorm1d into the Linear
+            scale, shift = bn_scale_shift(self.bn)
+            return F.linear(flat, self.fc.weight * scale.unsqueeze(1), self.fc.bias * scale + shift)
+        return self.bn(self.fc(flat))
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())
+
+
+def _masked(y: Tensor, mask: Tensor | None, block: AsymmetricBlock) -> Tensor:
+    """Zero padded frames before a block that mixes frames (BN shift + ReLU made them non-zero)."""
+    if mask is None or not block.temporal_extent:
+        return y
+    return y * mask.to(y.dtype)

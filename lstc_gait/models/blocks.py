@@ -1,0 +1,94 @@
+"""Asymmetric block: temporal-only, spatial-only and joint (LSTC or dynamic) branches fused by 1x1x1.
+
+Keys follow the original checkpoints: ``branch_temporal.0/.1``, ``branch_spatial.0/.1``,
+``branch_joint.*`` and ``fuse.0/.1``. Branch outputs are concatenated in the order temporal,
+spatial, joint.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .convbn import conv_bn_relu
+from .dynamic import DynamicConv3d
+from .lstc import LSTC, _triple
+
+BRANCH_WIDTH_RULES = ("half_split", "full")
+
+
+def compute_branch_width(out_channels: int, num_branches: int, rule: str | int = "half_split",
+                 min_branch_width: int = 8) -> int:
+    """Channels per branch.
+
+    ``"half_split"`` (the original): ``max(out // (2n), min_branch_width)``;
+    ``"full"``: ``max(out // n, min_branch_width)``; an int: that width for every branch.
+    """
+    if num_branches < 1:
+        raise ValueError("num_branches must be >= 1")
+    if isinstance(rule, bool):
+        raise ValueError(f"branch_width must be one of {BRANCH_WIDTH_RULES} or a positive int, got {rule!r}")
+    if isinstance(rule, int):
+        if rule < 1:
+            raise ValueError(f"branch_width as an int must be >= 1, got {rule}")
+        return rule
+    if rule == "half_split":
+        return max(out_channels // (2 * num_branches), min_branch_width)
+    if rule == "full":
+        return max(out_channels // num_branches, min_branch_width)
+    raise ValueError(f"branch_width must be one of {BRANCH_WIDTH_RULES} or a positive int, got {rule!r}")
+
+
+class AsymmetricBlock(nn.Module):
+    """``in -> out`` block with up to three parallel branches and a 1x1x1 fuse (conv, BN, ReLU)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int, int] = (3, 3, 3),
+                 use_temporal: bool = True, use_spatial: bool = True, use_joint: bool = True,
+                 joint_type: str = "lstc", num_stripes: int = 8, branch_width: str | int = "half_split",
+                 min_branch_width: int = 8, dynamic_experts: int = 4, dynamic_gate_hidden: int = 0,
+                 dynamic_temperature: float = 1.0) -> None:
+        super().__init__()
+        flags = {"use_temporal": use_temporal, "use_spatial": use_spatial, "use_joint": use_joint}
+        n = sum(bool(v) for v in flags.values())
+        if n == 0:
+            raise ValueError("AsymmetricBlock needs at least one branch: use_temporal, use_spatial and "
+                             "use_joint are all False")
+        if joint_type not in ("lstc", "dynamic"):
+            raise ValueError(f"joint_type must be 'lstc' or 'dynamic', got {joint_type!r}")
+        k_t, k_h, k_w = _triple(kernel_size, "kernel_size")
+        self.kernel_size = (k_t, k_h, k_w)
+        self.joint_type = joint_type
+        m = compute_branch_width(out_channels, n, branch_width, min_branch_width)
+        self.branch_channels = m
+        self.branch_temporal = (conv_bn_relu(in_channels, m, (k_t, 1, 1), (k_t // 2, 0, 0))
+                                if use_temporal else None)
+        self.branch_spatial = (conv_bn_relu(in_channels, m, (1, k_h, k_w), (0, k_h // 2, k_w // 2))
+                               if use_spatial else None)
+        self.branch_joint: nn.Module | None = None
+        if use_joint:
+            if joint_type == "lstc":
+                self.branch_joint = LSTC(in_channels, m, self.kernel_size, num_stripes)
+            else:
+                self.branch_joint = DynamicConv3d(in_channels, m, self.kernel_size, dynamic_experts,
+                                                  dynamic_gate_hidden, dynamic_temperature)
+        self.fuse = conv_bn_relu(n * m, out_channels, 1)
+
+    @property
+    def temporal_extent(self) -> bool:
+        """True when some branch looks across frames (so padded frames must be zeroed first)."""
+        return self.kernel_size[0] > 1 and (self.branch_temporal is not None or self.branch_joint is not None)
+
+    def forward(self, x: Tensor, time_mask: Tensor | None = None) -> Tensor:
+        """``time_mask`` (N, 1, T, 1, 1) marks valid frames; padded frames of ``x`` must already be zero."""
+        outs = []
+        if self.branch_temporal is not None:
+            outs.append(self.branch_temporal(x))
+        if self.branch_spatial is not None:
+            outs.append(self.branch_spatial(x))
+        if self.branch_joint is not None:
+            if isinstance(self.branch_joint, DynamicConv3d):
+                outs.append(self.branch_joint(x, time_mask))
+            else:
+                outs.append(self.branch_joint(x))
+        y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        return self.fuse(y)

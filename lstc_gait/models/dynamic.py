@@ -1,0 +1,113 @@
+"""Expert-gated dynamic 3D convolution (the "dynamic" joint branch).
+
+Per sample ``n`` the kernel is ``K_n = sum_e g_ne W_e`` with ``g_n = softmax(gate(avgpool(x_n)) / tau)``
+over ``E`` experts; the output is a dense 'same'-padded 3D convolution with ``K_n`` (no BN/ReLU).
+
+Fast form: convolution is linear in the kernel, so ``conv(x_n, sum_e g_ne W_e) = sum_e g_ne conv(x_n, W_e)``.
+One dense convolution with the experts stacked as ``E * m`` output channels serves the whole batch,
+and a per-sample weighted sum over ``E`` finishes it: no per-sample loop and no ``groups=N`` trick.
+
+State-dict keys: ``weight`` (E, m, in, kT, kH, kW), ``gate.0.*`` / ``gate.2.*`` (1x1x1 convs),
+optional ``bias`` ((m,) or (E, m)). Loading also accepts Linear-shaped (2D) gate weights and gate
+convs stored without bias.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class DynamicConv3d(nn.Module):
+    """Dynamic 3D convolution with ``num_experts`` expert kernels mixed by a per-sample gate."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int, int] = (3, 3, 3),
+                 num_experts: int = 4, gate_hidden: int = 0, temperature: float = 1.0, bias: bool = False) -> None:
+        super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"dynamic_experts must be >= 1, got {num_experts}")
+        if temperature <= 0:
+            raise ValueError(f"dynamic_temperature must be > 0, got {temperature}")
+        k = tuple(int(v) for v in kernel_size)
+        if len(k) != 3 or any(v < 1 or v % 2 == 0 for v in k):
+            raise ValueError(f"DynamicConv3d kernel_size must be three odd positive ints, got {kernel_size!r}")
+        self.in_channels, self.out_channels, self.num_experts = in_channels, out_channels, num_experts
+        self.kernel_size: tuple[int, int, int] = k  # type: ignore[assignment]
+        self.temperature = float(temperature)
+        self.gate_hidden = int(gate_hidden) if gate_hidden and gate_hidden > 0 else max(16, in_channels // 2)
+        self.weight = nn.Parameter(torch.empty(num_experts, out_channels, in_channels, *k))
+        self.gate = nn.Sequential(
+            nn.Conv3d(in_channels, self.gate_hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(self.gate_hidden, num_experts, 1),
+        )
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        fan_in = self.in_channels * math.prod(self.kernel_size)
+        bound = math.sqrt(6.0 / fan_in)  # Kaiming-uniform for a ReLU network, per expert
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def gate_weights(self, x: Tensor, time_mask: Tensor | None = None) -> Tensor:
+        """``(N, E)`` softmax gate; the global average pool covers valid frames only."""
+        if time_mask is None:
+            pooled = x.mean(dim=(2, 3, 4))
+        else:
+            valid = time_mask.sum(dim=(2, 3, 4)).clamp_min(1.0)  # (N, 1) frames per sample
+            pooled = (x * time_mask).sum(dim=(2, 3, 4)) / (valid * x.shape[3] * x.shape[4])
+        g0, g2 = self.gate[0], self.gate[2]
+        hidden = F.relu(F.linear(pooled, g0.weight.flatten(1), g0.bias))
+        logits = F.linear(hidden, g2.weight.flatten(1), g2.bias)
+        return torch.softmax(logits.float() / self.temperature, dim=1).to(x.dtype)
+
+    def forward(self, x: Tensor, time_mask: Tensor | None = None) -> Tensor:  # noqa: D102
+        if x.dim() != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"DynamicConv3d expects (N, {self.in_channels}, T, H, W), got {tuple(x.shape)}")
+        n = x.shape[0]
+        e, m = self.num_experts, self.out_channels
+        g = self.gate_weights(x, time_mask)
+        pad = tuple(k // 2 for k in self.kernel_size)
+        y = F.conv3d(x, self.weight.flatten(0, 1), padding=pad)  # (N, E*m, T, H, W)
+        y = y.unflatten(1, (e, m))
+        out = torch.einsum("ne,nemthw->nmthw", g.to(y.dtype), y)
+        if self.bias is not None:
+            b = self.bias if self.bias.dim() == 1 else g.to(self.bias.dtype) @ self.bias  # (m,) or (N, m)
+            out = out + (b.view(1, m, 1, 1, 1) if b.dim() == 1 else b.view(n, m, 1, 1, 1)).to(out.dtype)
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        # Tolerate equivalent encodings of the same math written by other code.
+        for idx in (0, 2):
+            wkey, bkey = f"{prefix}gate.{idx}.weight", f"{prefix}gate.{idx}.bias"
+            w = state_dict.get(wkey)
+            if isinstance(w, Tensor) and w.dim() == 2:
+                state_dict[wkey] = w.reshape(*w.shape, 1, 1, 1)
+            w = state_dict.get(wkey)
+            if isinstance(w, Tensor) and bkey not in state_dict:
+                state_dict[bkey] = w.new_zeros(w.shape[0])  # a bias-free gate conv == zero bias
+        bkey = f"{prefix}bias"
+        b = state_dict.get(bkey)
+        if isinstance(b, Tensor):
+            if b.numel() == self.num_experts * self.out_channels and b.dim() in (1, 2):
+                b = b.reshape(self.num_experts, self.out_channels)
+            elif not (b.dim() == 1 and b.numel() == self.out_channels):
+                error_msgs.append(
+                    f"{bkey}: expected shape ({self.out_channels},) or ({self.num_experts}, {self.out_channels}), "
+                    f"got {tuple(b.shape)}")
+                b = None
+            if b is not None:
+                state_dict[bkey] = b
+                if self.bias is None or self.bias.shape != b.shape:
+                    self.bias = nn.Parameter(torch.zeros_like(b, dtype=self.weight.dtype,
+                                                              device=self.weight.device))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"experts={self.num_experts}, gate_hidden={self.gate_hidden}, temperature={self.temperature}")

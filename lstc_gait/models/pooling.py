@@ -1,0 +1,84 @@
+"""LSTP: local spatio-temporal pooling over height stripes, plus mean / max temporal baselines.
+
+For each of ``S`` height stripes, ``f_s(t)`` is the mean over the stripe's rows and all columns,
+giving ``(N, C, T)``. Frames are scored by ``score(t) = sqrt(max(sum_c f_s(t)^2, 1e-6))``.
+
+- ``hard``: mean of ``f_s`` at the ``min(k, L)`` top-scoring valid frames;
+- ``soft``: ``sum_t softmax(score / max(1e-6, temperature)) f_s(t)`` over valid frames;
+- ``mean`` / ``max``: plain temporal mean / max over valid frames (ablation baselines).
+
+``lengths`` (N,) gives each sequence's valid frame count; frames at ``t >= L`` (zero padding at
+the end of time) are never selected or averaged. Output: stripe-major ``(N, C*S)`` =
+``[stripe 0 channels, stripe 1 channels, ...]`` and the ``(N, C, S)`` parts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .stripes import check_stripes, stripe_average_matrix
+
+POOLING_MODES = ("hard", "soft", "mean", "max")
+
+
+def frame_mask(lengths: Tensor, num_frames: int) -> Tensor:
+    """``(N, T)`` bool mask, True at valid frames ``t < lengths[n]``."""
+    return torch.arange(num_frames, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+class LSTP(nn.Module):
+    """Stripe pooling; ``forward(x (N, C, T, H, W), lengths=None) -> (flat (N, C*S), parts (N, C, S))``."""
+
+    def __init__(self, num_stripes: int = 8, mode: str = "hard", topk: int = 2, temperature: float = 1.0) -> None:
+        super().__init__()
+        if mode not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {mode!r}")
+        if num_stripes < 1:
+            raise ValueError(f"num_stripes must be >= 1, got {num_stripes}")
+        if mode == "hard" and topk < 1:
+            raise ValueError(f"topk must be >= 1 for hard pooling, got {topk}")
+        self.num_stripes, self.mode, self.topk = int(num_stripes), mode, int(topk)
+        self.temperature = float(temperature)
+
+    def stripe_features(self, x: Tensor) -> Tensor:
+        """``(N, C, T, S)``: per-frame mean over each stripe's rows and all columns."""
+        if x.dim() != 5:
+            raise ValueError(f"LSTP expects (N, C, T, H, W), got shape {tuple(x.shape)}")
+        h = x.shape[3]
+        check_stripes(h, self.num_stripes, where="LSTP input")
+        rows = x.mean(dim=4)  # (N, C, T, H)
+        return rows @ stripe_average_matrix(h, self.num_stripes, rows.device, rows.dtype)
+
+    def pool_time(self, f: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Pool ``f`` (N, C, T, S) over time -> (N, C, S), ignoring frames ``t >= lengths``."""
+        n, _, t, _ = f.shape
+        valid = None if lengths is None else frame_mask(lengths, t).view(n, 1, t, 1)
+        if self.mode == "mean":
+            if valid is None:
+                return f.mean(dim=2)
+            return (f * valid).sum(dim=2) / lengths.view(n, 1, 1).to(f.dtype)
+        if self.mode == "max":
+            return (f if valid is None else f.masked_fill(~valid, float("-inf"))).amax(dim=2)
+        score = f.float().pow(2).sum(dim=1, keepdim=True).clamp_min(1e-6).sqrt()  # (N, 1, T, S)
+        if valid is not None:
+            score = score.masked_fill(~valid, float("-inf"))
+        if self.mode == "soft":
+            w = torch.softmax(score / max(1e-6, self.temperature), dim=2).to(f.dtype)
+            return (w * f).sum(dim=2)
+        k = min(self.topk, t)
+        idx = score.topk(k, dim=2).indices  # (N, 1, k, S), best first
+        picked = f.gather(2, idx.expand(-1, f.shape[1], -1, -1))  # (N, C, k, S)
+        if lengths is None:
+            return picked.mean(dim=2)
+        kk = lengths.clamp(max=k)  # min(k, L) frames per sample
+        keep = (torch.arange(k, device=f.device).view(1, 1, k, 1) < kk.view(n, 1, 1, 1)).to(f.dtype)
+        return (picked * keep).sum(dim=2) / kk.view(n, 1, 1).to(f.dtype)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        parts = self.pool_time(self.stripe_features(x), lengths)  # (N, C, S)
+        flat = parts.transpose(1, 2).reshape(parts.shape[0], -1)  # stripe-major
+        return flat, parts
+
+    def extra_repr(self) -> str:
+        return f"num_stripes={self.num_stripes}, mode={self.mode}, topk={self.topk}, temperature={self.temperature}"

@@ -1,0 +1,46 @@
+"""The height-stripe rule shared by LSTC (stripe-local convolution) and LSTP (stripe pooling).
+
+``S`` stripes over ``H`` rows: every stripe is ``max(1, H // S)`` rows high except the last one,
+which takes all leftover rows. ``H < S`` is rejected because some stripe would be empty.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+
+def check_stripes(height: int, num_stripes: int, where: str = "input") -> None:
+    """Raise a ValueError when ``height`` rows cannot be cut into ``num_stripes`` non-empty stripes."""
+    if num_stripes < 1:
+        raise ValueError(f"num_stripes must be >= 1, got {num_stripes}")
+    if height < num_stripes:
+        raise ValueError(
+            f"{where} height {height} is smaller than num_stripes={num_stripes}: "
+            "every height stripe needs at least one row (use fewer stripes or taller frames)"
+        )
+
+
+@lru_cache(maxsize=256)
+def stripe_bounds(height: int, num_stripes: int) -> tuple[tuple[int, int], ...]:
+    """``(start, stop)`` row ranges of the stripes, top to bottom."""
+    check_stripes(height, num_stripes)
+    step = max(1, height // num_stripes)
+    bounds = [(s * step, (s + 1) * step) for s in range(num_stripes - 1)]
+    bounds.append(((num_stripes - 1) * step, height))
+    return tuple(bounds)
+
+
+@lru_cache(maxsize=256)
+def _stripe_average_cpu(height: int, num_stripes: int) -> Tensor:
+    avg = torch.zeros(height, num_stripes, dtype=torch.float64)
+    for s, (a, b) in enumerate(stripe_bounds(height, num_stripes)):
+        avg[a:b, s] = 1.0 / (b - a)
+    return avg
+
+
+def stripe_average_matrix(height: int, num_stripes: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(H, S)`` matrix ``A`` with ``(rows @ A)[s]`` = mean of the rows of stripe ``s``."""
+    return _stripe_average_cpu(height, num_stripes).to(device=device, dtype=dtype)

@@ -1,0 +1,287 @@
+"""One MLflow parent run per Hydra multirun; every job of the sweep is its child.
+
+``SweepParentCallback`` is registered in ``conf/config.yaml`` as ``hydra.callbacks.mlflow_sweep``.
+In the launching process it opens the parent run before any job starts (which also creates the
+store and runs its migrations once, so concurrent jobs never migrate a SQLite file at the same
+time), writes the parent run id atomically to ``<sweep_dir>/.mlflow_parent_run`` and exports it
+in the environment. Jobs, in whatever process or machine the launcher puts them, find it with
+``parent_run_id(sweep_dir)``. When the sweep ends (or the launching process exits after a job
+failed, because Hydra then skips ``on_multirun_end``) the callback pulls the children with
+``mlflow.search_runs`` and logs the comparison table (CSV, Markdown, MLflow table) and a PNG plot
+of the headline metric to the parent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = ".mlflow_parent_run"
+ENV_PARENT_RUN_ID = "LSTC_GAIT_SWEEP_PARENT_RUN_ID"
+ENV_SWEEP_DIR = "LSTC_GAIT_SWEEP_DIR"
+DEFAULT_EXPERIMENT = "lstc_gait"
+
+T = TypeVar("T")
+
+_TRANSIENT = ("database is locked", "database table is locked", "sqlite_busy", "could not obtain lock")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None:
+        text += f" {cause}".lower()
+    return any(t in text for t in _TRANSIENT)
+
+
+def call_with_retry(fn: Callable[..., T], *args: Any, attempts: int = 12, base_delay: float = 0.05,
+                    max_delay: float = 2.0, **kwargs: Any) -> T:
+    """Call an MLflow client function, retrying with jittered exponential backoff while SQLite reports
+    that the database is locked (several sweep jobs writing one store at once). Other errors, and the
+    last lock error, propagate unchanged."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if attempt == attempts - 1 or not _is_transient(exc):
+                raise
+            delay = min(max_delay, base_delay * 2 ** attempt) * (0.5 + random.random())
+            log.debug("MLflow store busy (%s); retry %d in %.2fs", exc, attempt + 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return os.path.realpath(os.path.abspath(a)) == os.path.realpath(os.path.abspath(b))
+
+
+def write_parent_run_id(sweep_dir: str | os.PathLike, run_id: str) -> Path:
+    """Atomically record the parent run id in the sweep dir (readers never see a partial file)."""
+    directory = Path(sweep_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / PARENT_FILE
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{PARENT_FILE}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(run_id + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def parent_run_id(sweep_dir: str | os.PathLike | None) -> str | None:
+    """The MLflow parent run id of the sweep writing to ``sweep_dir``, or None outside a tracked sweep.
+
+    The file in the sweep dir wins (it is exact per sweep and reaches other processes and hosts on a
+    shared filesystem); the environment variables are the fallback and count only when they name the
+    same sweep dir, so a stale export from an earlier sweep in the same process is never picked up.
+    """
+    if sweep_dir is not None:
+        path = Path(sweep_dir) / PARENT_FILE
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            log.warning("cannot read sweep parent run id from %s: %s", path, exc)
+            text = ""
+        if text:
+            return text
+    env_id = os.environ.get(ENV_PARENT_RUN_ID, "").strip()
+    env_dir = os.environ.get(ENV_SWEEP_DIR, "")
+    if env_id and (sweep_dir is None or (env_dir and _same_dir(env_dir, sweep_dir))):
+        return env_id
+    return None
+
+
+# ------------------------------------------------------------------------------------------ config access
+
+
+def resolve_tracking_uri(uri: str | None, output_dir: str | os.PathLike = "outputs") -> str:
+    """The tracking URI a job uses: the configured one, else ``$MLFLOW_TRACKING_URI``, else the
+    platform default under ``output_dir`` (the platform tracker's own rule, so both always agree)."""
+    from lstc_gait.tracking.mlflow import resolve_tracking_uri as platform_rule
+
+    return str(platform_rule(uri, output_dir))
+
+
+def tracking_settings(config: DictConfig) -> tuple[bool, str, str, str | None]:
+    """(enabled, tracking URI, experiment name, artifact location) exactly as this config's jobs resolve them."""
+    node = OmegaConf.select(config, "tracking", default=None)
+    if node is None:
+        return False, "", "", None
+    enabled = OmegaConf.select(node, "enabled", default=None)
+    if enabled is None:
+        enabled = OmegaConf.select(node, "_target_", default=None) is not None or "uri" in node
+    output_dir = OmegaConf.select(config, "paths.output_dir", default="outputs") or "outputs"
+    uri = resolve_tracking_uri(OmegaConf.select(node, "uri", default=None), output_dir)
+    name = (OmegaConf.select(node, "experiment", default=None)
+            or OmegaConf.select(node, "experiment_name", default=None) or DEFAULT_EXPERIMENT)
+    location = OmegaConf.select(node, "artifact_location", default=None)
+    return bool(enabled), uri, str(name), location
+
+
+def ensure_sqlite_parent_dir(uri: str) -> None:
+    """SQLite cannot create the folder holding its file; make it (relative paths: cwd)."""
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """Override keys this multirun sweeps: ``hydra.sweeper.params`` plus comma/range command-line ones."""
+    keys: list[str] = []
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    if params:
+        keys.extend(str(k) for k in params.keys())
+    for item in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []:
+        key, _, value = str(item).partition("=")
+        key = key.strip().lstrip("+~")
+        sweeping = ("," in value and not value.strip().startswith(("[", "{", "'", '"'))) or \
+            any(value.strip().startswith(f) for f in ("range(", "choice(", "interval(", "glob("))
+        if sweeping and key not in keys:
+            keys.append(key)
+    return keys
+
+
+# ------------------------------------------------------------------------------------------ the callback
+
+
+class SweepParentCallback(Callback):
+    """Hydra callback: MLflow parent run per multirun, comparison table when the sweep ends."""
+
+    def __init__(self, headline: str | None = None, plot: bool = True) -> None:
+        self.headline = headline
+        self.plot = plot
+        self._state: dict[str, Any] | None = None
+
+    # Hydra calls this in the launching process, before the launcher starts any job.
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        enabled, uri, experiment, artifact_location = tracking_settings(config)
+        sweep_dir = str(OmegaConf.select(config, "hydra.sweep.dir", default="multirun"))
+        if not enabled:
+            log.info("tracking disabled: no MLflow parent run for this sweep")
+            return
+        import mlflow
+
+        ensure_sqlite_parent_dir(uri)
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        exp_id = _ensure_experiment(client, experiment, artifact_location)
+        keys = swept_keys(config)
+        task = [str(o) for o in (OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])]
+        tags = {
+            "lstc_gait.sweep_role": "parent",
+            "lstc_gait.sweep_dir": os.path.abspath(sweep_dir),
+            "lstc_gait.sweep_overrides": json.dumps(keys),
+            "lstc_gait.command_overrides": " ".join(task)[:4500],
+        }
+        params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+        if params:
+            tags["lstc_gait.sweeper_params"] = json.dumps(OmegaConf.to_container(params))[:4500]
+        run_name = "sweep " + (" ".join(task) if task else os.path.basename(os.path.abspath(sweep_dir)))
+        run = call_with_retry(client.create_run, exp_id, run_name=run_name[:250], tags=tags)
+        run_id = run.info.run_id
+        write_parent_run_id(sweep_dir, run_id)
+        os.environ[ENV_PARENT_RUN_ID] = run_id
+        os.environ[ENV_SWEEP_DIR] = os.path.abspath(sweep_dir)
+        self._state = {"uri": uri, "run_id": run_id, "experiment_id": exp_id, "keys": keys,
+                       "sweep_dir": os.path.abspath(sweep_dir), "done": False}
+        # Hydra skips on_multirun_end when a job failed (the sweeper re-raises its error); the parent
+        # must still get its table, so finalise at interpreter exit as well (idempotent).
+        atexit.register(self._finalize)
+        log.info("MLflow sweep parent run %s (%s, experiment %s)", run_id, uri, experiment)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finalize()
+
+    def _finalize(self) -> None:
+        state = self._state
+        if not state or state["done"]:
+            return
+        state["done"] = True
+        try:
+            finalize_parent(state["uri"], state["run_id"], state["sweep_dir"], swept=state["keys"] or None,
+                            headline=self.headline, plot=self.plot)
+        except Exception as exc:  # never turn a finished sweep into a crash at exit
+            log.error("could not write the sweep comparison to parent run %s: %s", state["run_id"], exc)
+        finally:
+            if os.environ.get(ENV_PARENT_RUN_ID) == state["run_id"]:
+                os.environ.pop(ENV_PARENT_RUN_ID, None)
+                os.environ.pop(ENV_SWEEP_DIR, None)
+
+
+def _ensure_experiment(client: Any, name: str, artifact_location: str | None = None) -> str:
+    """Experiment id for ``name``, created if missing, with the platform tracker's artifact rule."""
+    from lstc_gait.tracking.mlflow import ensure_experiment
+
+    return str(ensure_experiment(client, name, artifact_location))
+
+
+def finalize_parent(uri: str, run_id: str, sweep_dir: str | os.PathLike, swept: list[str] | None = None,
+                    headline: str | None = None, plot: bool = True) -> dict[str, Any]:
+    """Pull the children of ``run_id``, write the comparison (sweep dir + parent artifacts + MLflow
+    table + PNG) and close the parent: FINISHED, or FAILED when a child failed or none ran.
+
+    Children still RUNNING here belong to jobs that died without closing their run (the launcher has
+    returned), so they are marked FAILED first. Returns a summary dict (counts and file paths).
+    """
+    import mlflow
+
+    from lstc_gait.tracking import report
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    parent = call_with_retry(client.get_run, run_id)
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        children = report.load_child_runs(run_id, [parent.info.experiment_id])
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    if len(children):
+        stale = children["status"].isin(["RUNNING", "SCHEDULED"])
+        for child_id in children.loc[stale, "run_id"]:
+            call_with_retry(client.set_tag, child_id, "lstc_gait.note", "job ended without closing its run")
+            call_with_retry(client.set_terminated, child_id, "FAILED")
+        children.loc[stale, "status"] = "FAILED"
+
+    table = report.build_comparison(children, swept=swept)
+    metric = headline or report.HEADLINE
+    out_dir = Path(sweep_dir)
+    title = f"{parent.info.run_name or run_id} ({run_id}): {len(table)} jobs"
+    csv_path, md_path = report.write_comparison(table, out_dir, "comparison", title=title)
+    for path in (csv_path, md_path):
+        call_with_retry(client.log_artifact, run_id, str(path), "comparison")
+    if len(table):
+        call_with_retry(client.log_table, run_id, data=table, artifact_file="comparison/comparison_table.json")
+    png = report.plot_comparison(table, out_dir / "comparison.png", metric=metric) if plot else None
+    if png is not None:
+        call_with_retry(client.log_artifact, run_id, str(png), "comparison")
+
+    n_failed = int((table["status"] != "FINISHED").sum()) if len(table) else 0
+    call_with_retry(client.log_metric, run_id, "sweep/jobs", float(len(table)))
+    call_with_retry(client.log_metric, run_id, "sweep/failed_jobs", float(n_failed))
+    if len(table) and metric in table.columns and table[metric].notna().any():
+        best = table.loc[table[metric].idxmax()]
+        call_with_retry(client.log_metric, run_id, f"sweep/best {metric}", float(best[metric]))
+        call_with_retry(client.set_tag, run_id, "lstc_gait.best_run", str(best["run_id"]))
+    status = "FINISHED" if len(table) and n_failed == 0 else "FAILED"
+    call_with_retry(client.set_terminated, run_id, status)
+    print(report.format_markdown(table, title), flush=True)
+    return {"jobs": len(table), "failed": n_failed, "status": status, "csv": csv_path, "md": md_path,
+            "png": png}
