@@ -52,11 +52,17 @@ def ou_mvlp_data(subjects: int, shape: tuple[int, ...], missing: float, seed: in
     return emb.view(len(sid), *shape), subjects_s, np.array(["00", "01"])[seq], np.array(OU_VIEWS)[view]
 
 
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def time_case(name: str, fn) -> None:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     out = fn()
-    dt = time.perf_counter() - t0
-    print(f"{name:<48} {dt:8.2f} s   peak RSS {peak_rss_gb():5.2f} GB   {out}", flush=True)
+    dt, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    print(f"{name:<48} {dt:8.2f} s wall  {cpu:8.2f} s cpu   peak RSS {peak_rss_gb():5.2f} GB   {out}  "
+          f"(load avg {os.getloadavg()[0]:.1f})", flush=True)
 
 
 def ou_protocol_both_modes(emb, subj, types, views) -> str:
@@ -89,7 +95,10 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, default=None)
     ap.add_argument("--skip-parts", action="store_true", help="skip the part-wise (N, 256, 8) case")
     ap.add_argument("--skip-map", action="store_true", help="skip protocol_metrics (rank-1 + mAP/mINP)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     subjects = args.subjects or (300 if args.quick else 5154)
     print(f"machine: {platform.platform()} | processor: {platform.processor() or 'n/a'} | "
           f"cpus: {os.cpu_count()} | torch {torch.__version__} threads {torch.get_num_threads()} | "

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from lstc_gait.data import open_cache, prepare_cache
-from lstc_gait.data.synthetic import SynthParams, casia_b_train_count, generate_raw
+from lstc_gait.data.synthetic import ALL_VIEWS, SynthParams, casia_b_train_count, generate_raw
 from lstc_gait.evaluation import evaluate_casia_b
 
 PROBES = {"NM": ("nm-05", "nm-06"), "BG": ("bg-01", "bg-02"), "CL": ("cl-01", "cl-02")}
@@ -65,7 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, cpu_count={os.cpu_count()}, "
           f"load average {os.getloadavg()[0] if hasattr(os, 'getloadavg') else 'n/a'}")
-    params = SynthParams(num_subjects=args.subjects, frames=args.frames, seed=args.seed)
+    params = SynthParams(num_subjects=args.subjects, views=list(ALL_VIEWS), frames=args.frames, seed=args.seed)
     test_ids = list(range(casia_b_train_count(args.subjects) + 1, args.subjects + 1))
     print(f"SynthGait {params.key()}: {args.subjects} subjects, test subjects {test_ids[0]:03d}-{test_ids[-1]:03d} "
           f"({len(test_ids)}, chance {100 / len(test_ids):.1f}%), {len(params.views)} views, {args.frames} frames")

@@ -8,11 +8,14 @@ sizes and lengths (including padded sequences) and requires cosine similarity >=
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +108,36 @@ def _atomic_target(path: Path) -> tuple[Path, Callable[[], None]]:
     return tmp_path, commit
 
 
+def _plain_depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int, int]) -> torch.Tensor:
+    return torch.nn.functional.conv3d(x, weight, padding=tuple(int(p) for p in padding), groups=x.shape[1])
+
+
+@contextlib.contextmanager
+def export_friendly_ops() -> Iterator[None]:
+    """Swap the models' fast CPU depthwise kernel (a custom autograd Function, which TorchScript and
+    ONNX cannot record) for the library convolution it equals, while exporting; restored afterwards.
+    The parity check then confirms the exported graph still matches eager mode."""
+    try:
+        from lstc_gait.models import fastops
+    except ImportError:
+        yield
+        return
+    fast = getattr(fastops, "depthwise_conv3d", None)
+    patched: list[tuple[object, str]] = []
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith("lstc_gait.models"):
+            continue
+        for attr, value in list(vars(module).items()):
+            if fast is not None and value is fast and module is not fastops:
+                setattr(module, attr, _plain_depthwise_conv3d)
+                patched.append((module, attr))
+    try:
+        yield
+    finally:
+        for module, attr in patched:
+            setattr(module, attr, fast)
+
+
 def traced_min_frames(model: nn.Module) -> int:
     """Shortest sequence a *traced* export accepts: tracing freezes ``min(topk, T)`` of hard top-k
     pooling at the example's ``topk``, so sequences need at least ``topk`` frames (scripted: 1)."""
@@ -124,14 +157,16 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, height: int = 
     """
     wrapper = EmbeddingModel(model).eval()
     method = "script"
-    try:
-        exported = torch.jit.script(wrapper)
-    except Exception as exc:  # TorchScript cannot compile some Python constructs
-        log.info("torch.jit.script failed (%s); tracing instead", str(exc).splitlines()[0] if str(exc) else exc)
-        method = "trace"
-        x, lengths = example_inputs(*shapes[0], height, width)
-        with torch.no_grad():
-            exported = torch.jit.trace(wrapper, (x, lengths), check_trace=False)
+    with export_friendly_ops():
+        try:
+            exported = torch.jit.script(wrapper)
+        except Exception as exc:  # TorchScript cannot compile some Python constructs
+            log.info("torch.jit.script failed (%s); tracing instead", str(exc).strip().splitlines()[0])
+            method = "trace"
+            x, lengths = example_inputs(*shapes[0], height, width)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the parity check judges the trace
+                exported = torch.jit.trace(wrapper, (x, lengths), check_trace=False)
     out = Path(path)
     tmp, commit = _atomic_target(out)
     try:
@@ -163,7 +198,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, height: int = 64, wid
     out = Path(path)
     tmp, commit = _atomic_target(out)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), export_friendly_ops(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
                 wrapper, (x, lengths), str(tmp), input_names=["silhouettes", "lengths"],
                 output_names=["embedding"], opset_version=opset, dynamo=False,

@@ -296,7 +296,9 @@ def _train(cfg: DictConfig, resolved: dict, data: DataBundle, run_dir: Path, dis
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # A loss without the CE term leaves the classifier unused: DDP must then look for unused parameters.
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=float(cfg.loss.ce_weight) == 0.0)
 
     loss_fn = hydra.utils.instantiate(cfg.loss)
     optimizer = hydra.utils.instantiate(tr.optimizer, _convert_="all")(param_groups(model, tr.optimizer.weight_decay))

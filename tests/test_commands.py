@@ -215,15 +215,21 @@ class _DriftsWhenExported(torch.nn.Module):
         return out
 
 
-def test_export_cli(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "lstc_gait.export", f"checkpoint={REFERENCE_CKPT}",
-                          f"out_dir={tmp_path}", "parity_shapes=[[2,10],[1,6]]"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+def test_export_cli(tmp_path, tiny_dataset_node):
+    ckpt = tmp_path / "tiny.pt"
+    _platform_checkpoint(ckpt, tiny_dataset_node)
+    run = subprocess.run([sys.executable, "-m", "lstc_gait.export", f"checkpoint={ckpt}", f"out_dir={tmp_path}",
+                          "parity_shapes=[[2,10],[1,6]]"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert "PASS" in run.stdout and (tmp_path / "lstc_b16_hard_s8.ts").is_file()
+    assert "(platform, ema weights)" in run.stdout and "PASS" in run.stdout and (tmp_path / "tiny.ts").is_file()
     from lstc_gait.exporting import onnx_available
 
     if onnx_available():
-        assert (tmp_path / "lstc_b16_hard_s8.onnx").is_file()
+        assert (tmp_path / "tiny.onnx").is_file() and run.stdout.count("PASS") == 2
     else:
-        assert "ONNX skipped" in run.stdout
+        assert "ONNX skipped" in run.stdout and not (tmp_path / "tiny.onnx").exists()
+
+    from lstc_gait.export import run_export
+
+    with pytest.raises(C.CommandError, match="none.pt' does not exist"):
+        run_export(compose("export", [f"checkpoint={tmp_path / 'none.pt'}"]), tmp_path)

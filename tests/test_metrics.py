@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lstc_gait.evaluation import metrics as metrics_module
 from lstc_gait.evaluation.metrics import (
     build_positives,
     pairwise_distance,
@@ -108,7 +109,7 @@ def test_exact_ties_lowest_gallery_index_wins():
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_ties_identical_across_chunk_sizes_and_modes(metric):
+def test_ties_identical_across_chunk_sizes_and_modes(metric, monkeypatch):
     rng = np.random.default_rng(3)
     # small integer vectors: many exact duplicates and exactly equal distances
     g = rng.integers(-1, 2, size=(60, 3)).astype(np.float32)
@@ -132,6 +133,10 @@ def test_ties_identical_across_chunk_sizes_and_modes(metric):
         own = qgroups[:, None] == np.arange(3)[None, :]
         assert (skip.nearest[own] == -1).all()
         np.testing.assert_array_equal(skip.nearest[~own], r.nearest[~own])
+    # rank counting in small candidate groups (one row at a time) gives the same ranks
+    monkeypatch.setattr(metrics_module, "_CANDIDATE_BUDGET", 3)
+    results.append(search(prepare(q, metric), prepare(g, metric), gallery_groups=groups, num_groups=3,
+                          positives=pos))
     for r in results[1:]:
         np.testing.assert_array_equal(r.nearest, results[0].nearest)
         np.testing.assert_array_equal(r.ranks, results[0].ranks)

@@ -20,6 +20,15 @@ from lstc_gait.models.lstc import stripe_depthwise_conv3d
 from lstc_gait.models.stripes import stripe_bounds
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
     for mod in model.modules():
@@ -168,6 +177,8 @@ def test_bad_inputs_give_clear_errors():
         net(torch.rand(2, 2, 3, 16, 8))
     with pytest.raises(ValueError, match="num_stripes=4"):
         net(torch.rand(2, 1, 3, 12, 8))
+    with pytest.raises(ValueError, match="float"):
+        net(torch.zeros(2, 1, 3, 16, 8, dtype=torch.uint8))
     x = torch.rand(2, 1, 3, 16, 8)
     with pytest.raises(ValueError, match="lengths must have shape"):
         net(x, torch.tensor([3, 3, 3]))

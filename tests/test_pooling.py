@@ -9,6 +9,15 @@ from lstc_gait.models import LSTP
 from lstc_gait.models.stripes import stripe_bounds
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_stripe_rule():
     assert stripe_bounds(64, 8) == tuple((8 * s, 8 * s + 8) for s in range(8))
     assert stripe_bounds(11, 3) == ((0, 3), (3, 6), (6, 11))  # last stripe takes the leftover rows

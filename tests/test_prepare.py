@@ -133,6 +133,13 @@ def test_interrupted_repack_keeps_previous_cache(casia_tree, tmp_path, monkeypat
     assert len(cache) == 8 and np.array_equal(cache.frames(3), first)
 
 
+class _CallsGetcwd:
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
 def test_opengait_pickles_validated(tmp_path):
     root = tmp_path / "og"
     good = np.random.default_rng(0).integers(0, 256, (7, 64, 64), dtype=np.uint8)
@@ -149,12 +156,16 @@ def test_opengait_pickles_validated(tmp_path):
     d = root / "004" / "nm-01" / "000"
     d.mkdir(parents=True)
     (d / "x.pkl").write_bytes(b"not a pickle")
+    d = root / "005" / "nm-01" / "000"
+    d.mkdir(parents=True)
+    (d / "x.pkl").write_bytes(pickle.dumps(_CallsGetcwd()))  # a pickle that would run code
     s = prepare_cache(root, "opengait", tmp_path / "c", workers=1, min_frames=1, progress=False)
     cache = open_cache(tmp_path / "c")
     assert len(cache) == 1 and np.array_equal(cache.frames(0), good)  # taken as already pretreated
-    assert s.skipped_sequences == 3
+    assert s.skipped_sequences == 4
     reasons = " ".join(pd.read_csv(s.report_path, dtype=str).reason)
     assert "64, 44" in reasons and "float32" in reasons and "unreadable pickle" in reasons
+    assert "refusing posix.getcwd" in reasons
 
 
 def test_prepare_entry_point(casia_tree, tmp_path):

@@ -71,3 +71,11 @@ def test_read_silhouette_modes_and_errors(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(FrameError, match="bad.png.*corrupt"):
         read_silhouette(str(tmp_path / "bad.png"))
+
+
+def test_zero_one_masks_are_scaled_to_255(tmp_path):
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 1
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    img = read_silhouette(str(tmp_path / "m.png"))
+    assert img.max() == 255 and int(img.sum()) == 16 * 255

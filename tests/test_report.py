@@ -138,6 +138,17 @@ def test_report_command(store, tmp_path):
     assert pd.read_csv(tmp_path / "comparison.csv")["pooling"].tolist() == ["hard", "soft"]
     assert (tmp_path / "comparison.md").is_file() and (tmp_path / "comparison.png").is_file()
 
-    bad = subprocess.run([sys.executable, "-m", "lstc_gait.report", f"tracking.uri={uri}", "parent_run=0000"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "no run with id '0000'" in bad.stderr
+
+
+def test_report_unknown_parent_is_a_clear_error(store, tmp_path, capsys):
+    from hydra import compose, initialize_config_dir
+
+    from lstc_gait.report import run_report
+
+    uri, _ = store
+    with initialize_config_dir(config_dir=str(ROOT / "lstc_gait" / "conf"), version_base="1.3"):
+        cfg = compose(config_name="report", overrides=[f"tracking.uri={uri}", "parent_run=0000",
+                                                       f"out_dir={tmp_path}"])
+    assert run_report(cfg) == 2
+    assert "no run with id '0000'" in capsys.readouterr().err
+    assert not (tmp_path / "comparison.csv").exists()

@@ -167,3 +167,41 @@ def test_submitit_local_sweep(tmp_path, tiny_data_dir, store):
     table = _check_comparison(client, parent, sweep_dir, 2)
     assert table["pooling"].tolist() == ["hard", "mean"]
     assert {c.data.tags["branches"] for c in children} == {"temporal+spatial+joint"}
+
+
+def test_callback_records_jobs_that_never_opened_a_run(tmp_path):
+    """on_job_end: a job that failed before opening its run gets a FAILED child (once); finalize_parent
+    closes children left RUNNING, writes the table with both, and marks the parent FAILED."""
+    import mlflow
+    from hydra.core.utils import JobReturn, JobStatus
+
+    uri = f"sqlite:///{tmp_path / 'x.db'}"
+    sweep_dir = tmp_path / "sweep"
+    base = {"tracking": {"enabled": True, "uri": uri, "experiment": "unit"}, "paths": {"output_dir": str(tmp_path)},
+            "hydra": {"sweep": {"dir": str(sweep_dir)}, "sweeper": {"params": {"pooling": "hard,soft"}},
+                      "overrides": {"task": ["pooling=hard,soft"]}}}
+    callback = sweep.SweepParentCallback(plot=False)
+    callback.on_multirun_start(OmegaConf.create(base))
+    parent = sweep.parent_run_id(sweep_dir)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_run(parent).info.experiment_id
+    # job 0 opened its run and died without closing it; job 1 crashed before opening one
+    client.create_run(exp, run_name="pooling=hard", tags={"mlflow.parentRunId": parent,
+                                                           "lstc_gait.overrides": "pooling=hard",
+                                                           "lstc_gait.run_dir": str(sweep_dir / "0")})
+    job1 = OmegaConf.merge(base, {"hydra": {"runtime": {"output_dir": str(sweep_dir / "1")},
+                                            "overrides": {"task": ["pooling=soft"]}}})
+    failed = JobReturn(status=JobStatus.FAILED, _return_value=ValueError("pooling.name='soft' is broken"))
+    callback.on_job_end(job1, failed)
+    callback.on_job_end(job1, failed)  # idempotent: the run dir tag matches now
+    callback.on_job_end(job1, JobReturn(status=JobStatus.COMPLETED, _return_value=1.0))
+    callback.on_multirun_end(OmegaConf.create(base))
+
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 2 and {c.info.status for c in children} == {"FAILED"}
+    soft = next(c for c in children if c.data.tags["lstc_gait.overrides"] == "pooling=soft")
+    assert "is broken" in soft.data.tags["lstc_gait.error"]
+    assert client.get_run(parent).info.status == "FAILED"
+    table = pd.read_csv(sweep_dir / "comparison.csv")
+    assert table["pooling"].tolist() == ["hard", "soft"] and set(table["status"]) == {"FAILED"}
+    assert sweep.ENV_PARENT_RUN_ID not in os.environ  # the export is cleaned up after the sweep

@@ -97,7 +97,9 @@ def _load_state(backbone: LSTCBackbone, state: dict[str, Tensor], path: str | os
     own = backbone.state_dict()
     # DynamicConv3d accepts a few equivalent encodings (bias, 2D gate weights): let it judge those keys.
     tolerant = [k for k in state if ".branch_joint.bias" in k or ".branch_joint.gate." in k]
-    missing = sorted(k for k in own if k not in state and ".branch_joint.gate." not in k)
+    # num_batches_tracked is absent from very old checkpoints; BatchNorm fills it in itself.
+    missing = sorted(k for k in own if k not in state and ".branch_joint.gate." not in k
+                     and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in state if k not in own and k not in tolerant)
     shape_bad = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                  for k in own if k in state and k not in tolerant and state[k].shape != own[k].shape]

@@ -9,6 +9,7 @@ then call :func:`resolve_cache`.
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,8 @@ def dataset_config_from(node: Any) -> DatasetConfig:
 
 
 def default_cache_dir(cfg: DatasetConfig, data_dir: Path) -> Path:
-    digest = hashlib.sha1(json.dumps([cfg.layout, cfg.all_roots()]).encode()).hexdigest()[:10]
+    roots = [os.path.abspath(r) for r in cfg.all_roots()]
+    digest = hashlib.sha1(json.dumps([cfg.layout, roots]).encode()).hexdigest()[:10]
     return Path(data_dir) / "cache" / f"{cfg.name}-{digest}"
 
 
@@ -116,7 +118,7 @@ def resolve_cache(dataset_cfg: Any, data_dir: Path, progress: bool = True) -> Pa
         return Path(ensure_synthetic(params, data_dir, workers=cfg.workers, progress=progress,
                                      min_frames=cfg.min_frames))
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg, data_dir)
-    roots = [str(Path(r).absolute()) for r in cfg.all_roots()]
+    roots = [os.path.abspath(r) for r in cfg.all_roots()]  # as prepare_cache records them
     meta = read_meta(cache_dir)
     if (
         meta is not None

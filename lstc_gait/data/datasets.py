@@ -140,11 +140,12 @@ def collate_padded(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Ten
         raise ValueError("collate_padded got an empty batch")
     lengths = torch.tensor([x.shape[0] for x, _ in batch], dtype=torch.int64)
     h, w = batch[0][0].shape[1:]
-    out = torch.zeros((len(batch), int(lengths.max()), h, w), dtype=torch.uint8)
+    # numpy copies: torch's small uint8 copies are slow with several threads on a busy CPU
+    out = np.zeros((len(batch), int(lengths.max()), h, w), dtype=np.uint8)
     for i, (x, _) in enumerate(batch):
-        out[i, : x.shape[0]] = x
+        out[i, : x.shape[0]] = x.numpy()
     positions = torch.tensor([int(p) for _, p in batch], dtype=torch.int64)
-    return out, lengths, positions
+    return torch.from_numpy(out), lengths, positions
 
 
 def collate_train(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -105,12 +105,21 @@ def _read_frames_folder(folder: str, empty_threshold: int) -> tuple[list[np.ndar
     return frames, dropped
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays only: a pickle naming any other callable is refused, not run."""
+
+    def find_class(self, module: str, name: str):
+        if module == "numpy" or module.startswith("numpy.") or (module, name) == ("_codecs", "encode"):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing {module}.{name} (only numpy arrays are accepted)")
+
+
 def _read_pickle(path: str) -> np.ndarray:
     if os.path.isdir(path):
         raise FrameError(f"{path}: folder holds no .pkl file")
     try:
         with open(path, "rb") as fh:
-            arr = pickle.load(fh)
+            arr = _ArrayUnpickler(fh).load()
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
         raise FrameError(f"{path}: unreadable pickle ({exc.__class__.__name__}: {exc})") from exc
     if not isinstance(arr, np.ndarray):

@@ -32,11 +32,15 @@ def read_silhouette(path: str) -> np.ndarray:
             im.load()
             if im.mode != "L":
                 im = im.convert("L")
-            return np.asarray(im, dtype=np.uint8)
+            arr = np.asarray(im, dtype=np.uint8)
     except FrameError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise FrameError(f"{path}: unreadable or corrupt image ({exc.__class__.__name__}: {exc})") from exc
+    # Some tools save masks as 0/1; the empty-frame threshold assumes 0/255.
+    if arr.size and arr.max() == 1:
+        arr = arr * np.uint8(255)
+    return arr
 
 
 def pretreat_frame(

@@ -22,11 +22,15 @@ def labels_of(values, n: int | None = None, name: str = "labels") -> np.ndarray:
     """Array-like of labels -> numpy array of stripped str (checked against ``n`` entries)."""
     if values is None:
         raise ValueError(f"{name} is required")
-    arr = np.asarray([str(v).strip() for v in (values.tolist() if hasattr(values, "tolist") else values)],
-                     dtype=object)
+    if hasattr(values, "detach"):  # torch tensor of ids
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        arr = np.asarray([str(v) for v in values], dtype=object) if arr.ndim == 0 or arr.dtype == object \
+            else arr.reshape(-1)
     if n is not None and len(arr) != n:
         raise ValueError(f"{name} has {len(arr)} entries but there are {n} embeddings")
-    return arr.astype(str)
+    return np.char.strip(arr.astype(str))
 
 
 @dataclass

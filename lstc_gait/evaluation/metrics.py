@@ -275,25 +275,44 @@ class SearchResult:
     offsets: np.ndarray | None  # (Nq + 1,) query q's ranks are ranks[offsets[q]:offsets[q + 1]]
 
 
-def _positive_ranks_row(v: np.ndarray, col_index: np.ndarray, pos_cols: np.ndarray) -> np.ndarray:
-    """Ascending 1-based ranks of the entries at ``pos_cols`` in one key row, order (key, index).
+_CANDIDATE_BUDGET = 8_000_000  # candidate entries sorted at once when ranking positives
 
-    ``v``: the row's keys (excluded entries already +inf); ``col_index``: gallery index of each column.
-    Only entries no farther than the farthest positive matter, so only those are sorted.
+
+def _positive_ranks_block(kn: np.ndarray, col_index: np.ndarray, pos_cols: np.ndarray,
+                          valid: np.ndarray) -> list[np.ndarray]:
+    """Ascending 1-based ranks of each row's positives in a key block, order (key, gallery index).
+
+    ``kn`` (B, G) keys (excluded entries already +inf); ``col_index`` gallery index of each
+    column; ``pos_cols`` (B, K) columns of the positives, ``valid`` (B, K) which are real. Only
+    entries no farther than a row's farthest positive can precede a positive, so only those
+    candidates are sorted (few for a good model), in row groups of bounded size.
     """
-    t = v[pos_cols]
-    ti = col_index[pos_cols]
-    cand = v <= t.max()
-    cv = v[cand]
-    order = np.argsort(cv, kind="stable")
-    sv = cv[order]
-    lt = np.searchsorted(sv, t, side="left")
-    le = np.searchsorted(sv, t, side="right")
-    count = lt.copy()
-    for j in np.flatnonzero(le - lt > 1):  # exact ties: lower gallery index first
-        run = np.sort(col_index[cand][order[lt[j]:le[j]]])
-        count[j] = lt[j] + np.searchsorted(run, ti[j], side="left")
-    return np.sort(count) + 1
+    b = kn.shape[0]
+    t = np.where(valid, np.take_along_axis(kn, np.where(valid, pos_cols, 0), axis=1), -np.inf)
+    tmax = t.max(axis=1)
+    cand = kn <= tmax[:, None]
+    per_row = cand.sum(axis=1)
+    out: list[np.ndarray] = [np.zeros(0, np.int64)] * b
+    r0 = 0
+    while r0 < b:
+        # rows [r0, r1) whose candidates fit the budget (at least one row)
+        r1 = r0 + max(1, int(np.searchsorted(np.cumsum(per_row[r0:]), _CANDIDATE_BUDGET, side="right")))
+        ri, cj = np.nonzero(cand[r0:r1])  # row-major: ascending flat position
+        cv = kn[r0 + ri, cj]
+        order = np.lexsort((col_index[cj], cv, ri))
+        rank_of = np.empty(len(order), dtype=np.int64)
+        rank_of[order] = np.arange(len(order))
+        row_start = np.searchsorted(ri[order], np.arange(r1 - r0), side="left")
+        flat = ri.astype(np.int64) * kn.shape[1] + cj
+        vi, vk = np.nonzero(valid[r0:r1])
+        where = np.searchsorted(flat, vi.astype(np.int64) * kn.shape[1] + pos_cols[r0 + vi, vk])
+        ranks = rank_of[where] - row_start[vi] + 1
+        bounds = np.searchsorted(vi, np.arange(r1 - r0 + 1), side="left")
+        for i in range(r1 - r0):
+            if bounds[i + 1] > bounds[i]:
+                out[r0 + i] = np.sort(ranks[bounds[i]:bounds[i + 1]])
+        r0 = r1
+    return out
 
 
 def search(query: Prepared, gallery: Prepared, *, gallery_groups: np.ndarray | None = None,
@@ -378,10 +397,11 @@ def search(query: Prepared, gallery: Prepared, *, gallery_groups: np.ndarray | N
                 if len(r_):
                     kn[r_, pos_cols_all[excl[r_, c_]]] = np.inf
                 pos = positives.positive[chunk]
-                for i, q in enumerate(chunk):
-                    p = pos[i][pos[i] >= 0]
-                    if len(p):
-                        ranks_per_query[q] = _positive_ranks_row(kn[i], col_index, pos_cols_all[p])
+                valid = pos >= 0
+                if valid.any():
+                    block = _positive_ranks_block(kn, col_index, pos_cols_all[np.maximum(pos, 0)], valid)
+                    for i, q in enumerate(chunk):
+                        ranks_per_query[q] = block[i]
             if bar is not None:
                 bar.update(len(chunk))
     if bar is not None:

@@ -33,6 +33,12 @@ def _ou_seq(t: str) -> str:
     return t.zfill(2) if t.isdigit() else t
 
 
+def _normalised(values: np.ndarray, fn) -> np.ndarray:
+    """Apply a per-label normaliser once per distinct label."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    return np.array([fn(u) for u in uniq], dtype=object).astype(str)[inv.reshape(-1)]
+
+
 def _summary(counts_by_row: dict[str, CrossViewCounts | None], count_missing: bool) -> pd.DataFrame:
     """Rows of per-probe-view accuracies (identical view excluded) with views sorted and mean last."""
     series = {}
@@ -78,7 +84,7 @@ class _Split:
 
 # ---------------------------------------------------------------- CASIA-B
 def _casia_rows(split: _Split):
-    types = np.array([_casia_type(t) for t in split.types])
+    types = _normalised(split.types, _casia_type)
     gidx = np.flatnonzero(np.isin(types, CASIA_B_GALLERY))
     if len(gidx) == 0:
         raise ValueError(f"CASIA-B protocol: no gallery sequence (types {', '.join(CASIA_B_GALLERY)}); "
@@ -118,7 +124,7 @@ def evaluate_casia_b(embeddings, subjects, types, views, metric: str = "euclidea
 
 # ---------------------------------------------------------------- OU-MVLP
 def _ou_rows(split: _Split):
-    seqs = np.array([_ou_seq(t) for t in split.types])
+    seqs = _normalised(split.types, _ou_seq)
     pidx = np.flatnonzero(seqs == OU_MVLP_PROBE_SEQ)
     gidx = np.flatnonzero(seqs == OU_MVLP_GALLERY_SEQ)
     if len(pidx) == 0 or len(gidx) == 0:

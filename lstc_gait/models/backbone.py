@@ -85,6 +85,9 @@ class LSTCBackbone(nn.Module):
         n, c, t, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(f"LSTCBackbone expects {self.in_channels} input channel(s), got x of shape {tuple(x.shape)}")
+        if not x.dtype.is_floating_point:
+            raise ValueError(f"LSTCBackbone expects a float input in [0, 1], got dtype {x.dtype} "
+                             "(convert uint8 silhouettes with x.float().div_(255))")
         if n < 1 or t < 1:
             raise ValueError(f"empty input: x of shape {tuple(x.shape)}")
         if w < 4:

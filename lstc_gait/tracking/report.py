@@ -233,11 +233,14 @@ def setting_labels(table: pd.DataFrame) -> list[str]:
 def format_markdown(table: pd.DataFrame, title: str | None = None, digits: int = 2) -> str:
     """GitHub Markdown of a comparison table (numbers rounded; missing values shown as ``-``)."""
     shown = table.copy()
+    align = []
     for col in shown.columns:
+        numeric = pd.api.types.is_numeric_dtype(shown[col])
+        align.append("right" if numeric else "left")
         if pd.api.types.is_float_dtype(shown[col]):
             shown[col] = shown[col].map(lambda v: "-" if pd.isna(v) else f"{v:.{digits}f}")
-    shown = shown.fillna("-").astype(str)
-    body = shown.to_markdown(index=False, disable_numparse=True) if len(shown.columns) else ""
+    shown = shown.astype(object).where(shown.notna(), "-").astype(str)
+    body = (shown.to_markdown(index=False, disable_numparse=True, colalign=align) if len(shown.columns) else "")
     return (f"**{title}**\n\n{body}\n" if title else f"{body}\n")
 
 

@@ -210,6 +210,25 @@ class SweepParentCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finalize()
 
+    # Hydra calls this in the job's own process after the task returned or raised.
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """A job that failed before it opened its MLflow run (bad config value, crash at start-up) still
+        gets a FAILED child run, so the sweep's table shows it."""
+        from hydra.core.utils import JobStatus
+
+        if getattr(job_return, "status", None) != JobStatus.FAILED:
+            return
+        sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default=None)
+        parent = parent_run_id(sweep_dir) if sweep_dir else None
+        if not parent:
+            return
+        try:
+            enabled, uri, _, _ = tracking_settings(config)
+            if enabled:
+                record_failed_job(uri, parent, config, getattr(job_return, "_return_value", None))
+        except Exception as exc:  # recording is best effort; the job's own error is what Hydra reports
+            log.warning("could not record the failed job in MLflow: %s", exc)
+
     def _finalize(self) -> None:
         state = self._state
         if not state or state["done"]:
@@ -231,6 +250,27 @@ def _ensure_experiment(client: Any, name: str, artifact_location: str | None = N
     from lstc_gait.tracking.mlflow import ensure_experiment
 
     return str(ensure_experiment(client, name, artifact_location))
+
+
+def record_failed_job(uri: str, parent: str, config: DictConfig, error: BaseException | None) -> str | None:
+    """Create a FAILED child run for a job whose own run does not exist (matched by run dir tag).
+    Returns the new run id, or None when the job had opened its run."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run_dir = os.path.abspath(str(OmegaConf.select(config, "hydra.runtime.output_dir", default="") or ""))
+    parent_run = call_with_retry(client.get_run, parent)
+    exp_id = parent_run.info.experiment_id
+    found = call_with_retry(client.search_runs, [exp_id],
+                            f"tags.mlflow.parentRunId = '{parent}' and tags.`lstc_gait.run_dir` = '{run_dir}'")
+    if found:
+        return None
+    overrides = [str(o) for o in (OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])]
+    tags = {"mlflow.parentRunId": parent, "lstc_gait.overrides": " ".join(overrides), "lstc_gait.run_dir": run_dir,
+            "lstc_gait.error": (f"{type(error).__name__}: {error}" if error is not None else "unknown")[:5000]}
+    run = call_with_retry(client.create_run, exp_id, run_name=",".join(overrides)[:250] or "job", tags=tags)
+    call_with_retry(client.set_terminated, run.info.run_id, "FAILED")
+    return run.info.run_id
 
 
 def finalize_parent(uri: str, run_id: str, sweep_dir: str | os.PathLike, swept: list[str] | None = None,

@@ -7,6 +7,7 @@ Public API: :class:`SynthParams`, :func:`generate_raw` (raw CASIA-B tree of PNGs
 from .generate import (
     ALL_TYPES,
     ALL_VIEWS,
+    DEFAULT_VIEWS,
     GENERATOR_VERSION,
     SynthParams,
     casia_b_train_count,
@@ -19,6 +20,7 @@ from .generate import (
 __all__ = [
     "ALL_TYPES",
     "ALL_VIEWS",
+    "DEFAULT_VIEWS",
     "GENERATOR_VERSION",
     "SynthParams",
     "casia_b_train_count",

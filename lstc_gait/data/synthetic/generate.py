@@ -27,7 +27,7 @@ from PIL import Image
 
 from .body import sample_subject, sample_walk, walk_rng
 from .camera import Camera, place_walk, walker_to_world
-from .pose import G, Body, build_body
+from .pose import Body, G, build_body
 from .render import NoiseLevels, render_frames
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ GENERATOR_VERSION = 1
 ALL_TYPES: tuple[str, ...] = ("nm-01", "nm-02", "nm-03", "nm-04", "nm-05", "nm-06",
                               "bg-01", "bg-02", "cl-01", "cl-02")
 ALL_VIEWS: tuple[str, ...] = tuple(f"{v:03d}" for v in range(0, 181, 18))
+DEFAULT_VIEWS: tuple[str, ...] = ALL_VIEWS[::2]  # 000, 036, ..., 180: every other CASIA-B camera
 DONE_FILE = "DONE.json"
 
 
@@ -45,13 +46,14 @@ DONE_FILE = "DONE.json"
 class SynthParams:
     """Everything that determines a SynthGait instance (plain fields: usable as an OmegaConf structured config).
 
+    ``SynthParams()`` is the default instance (see :meth:`default`).
     Subjects are numbered ``001``..``num_subjects``; the CASIA-B-style split puts the first
     ``round(num_subjects * 74 / 124)`` in train and the rest in test (see docs/synthetic.md).
     """
 
     num_subjects: int = 24
     types: list[str] = field(default_factory=lambda: list(ALL_TYPES))
-    views: list[str] = field(default_factory=lambda: list(ALL_VIEWS))
+    views: list[str] = field(default_factory=lambda: list(DEFAULT_VIEWS))
     frames: int = 30
     seed: int = 0
     width: int = 320
@@ -67,18 +69,19 @@ class SynthParams:
     # ---- named instances -------------------------------------------------------------------------------
     @classmethod
     def default(cls) -> SynthParams:
-        """The main job's instance: 24 subjects (14 train / 10 test), all 10 types and 11 views, 30 frames."""
+        """The main job's instance: 24 subjects (14 train / 10 test), 10 types, 6 views (000, 036, .., 180),
+        30 frames of 320x240: 43,200 frames."""
         return cls()
 
     @classmethod
     def tiny(cls) -> SynthParams:
-        """Tests and trainer=debug: 6 subjects (4 train / 2 test), 10 types, 3 views, 12 frames, 160x120."""
-        return cls(num_subjects=6, views=["000", "090", "180"], frames=12, width=160, height=120)
+        """Tests and trainer=debug: 6 subjects (4 train / 2 test), 10 types, 3 views, 16 frames, 160x120."""
+        return cls(num_subjects=6, views=["000", "090", "180"], frames=16, width=160, height=120)
 
     @classmethod
     def casia_b(cls) -> SynthParams:
-        """CASIA-B-sized: 124 subjects (74 train / 50 test), 10 types, 11 views, 30 frames."""
-        return cls(num_subjects=124)
+        """CASIA-B-sized: 124 subjects (74 train / 50 test), 10 types, 11 views, 30 frames: 409,200 frames."""
+        return cls(num_subjects=124, views=list(ALL_VIEWS))
 
     # ---- validation / identity ----------------------------------------------------------------------
     def validate(self) -> SynthParams:
@@ -114,7 +117,11 @@ class SynthParams:
         kwargs = {}
         for k in values:
             v = values[k]
-            kwargs[k] = [str(x) for x in v] if k in ("types", "views") else v
+            if k == "views":  # YAML may read an unquoted 090 as the int 90
+                v = [f"{x:03d}" if isinstance(x, int) and not isinstance(x, bool) else str(x) for x in v]
+            elif k == "types":
+                v = [str(x) for x in v]
+            kwargs[k] = v
         return cls(**kwargs).validate()
 
     def to_dict(self) -> dict:
@@ -227,6 +234,9 @@ def generate_raw(root: str | Path, params: SynthParams | Mapping, workers: int =
     params = _as_params(params)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    # leftovers of an interrupted run (one writer per root; ensure_synthetic holds a lock)
+    for stale in root.glob("*/*/.*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     ids = list(range(1, params.num_subjects + 1)) if subjects is None else [int(s) for s in subjects]
     bad = [s for s in ids if not 1 <= s <= params.num_subjects]
     if bad:
@@ -304,11 +314,13 @@ def _read_done(folder: Path) -> dict | None:
 
 
 def ensure_synthetic(params: SynthParams | Mapping, data_dir: str | Path, workers: int = 2,
-                     progress: bool = True, min_frames: int = 1) -> Path:
+                     progress: bool = True, min_frames: int | None = None) -> Path:
     """Generate (once) and prepare a SynthGait instance; returns its prepared cache directory.
 
     Layout: ``data_dir/synthgait-<key>/{raw, cache, params.json, DONE.json}``. DONE.json is written
-    last and atomically; when present the cache dir is returned at once.
+    last and atomically; when present the cache dir is returned at once. An interrupted run resumes
+    (finished sequences and prepared entries are kept). ``min_frames`` is passed to ``prepare_cache``
+    (its default when None).
     """
     params = _as_params(params)
     folder = instance_dir(params, data_dir)
@@ -325,8 +337,9 @@ def ensure_synthetic(params: SynthParams | Mapping, data_dir: str | Path, worker
         n = generate_raw(folder / "raw", params, workers=workers, progress=progress)
         t1 = time.perf_counter()
         prepare_cache = _prepare_cache_fn()
-        summary = prepare_cache([folder / "raw"], "casia_b", cache_dir, workers=workers,
-                                min_frames=min_frames, progress=progress)
+        extra = {} if min_frames is None else {"min_frames": min_frames}
+        summary = prepare_cache([folder / "raw"], "casia_b", cache_dir, workers=workers, progress=progress,
+                                **extra)
         t2 = time.perf_counter()
         done = {"key": params.key(), "frames_generated": n, "generate_seconds": round(t1 - t0, 3),
                 "prepare_seconds": round(t2 - t1, 3), "summary": _summary_dict(summary)}

@@ -1,0 +1,60 @@
+"""Resume: a run stopped mid-way and resumed equals an uninterrupted run; a foreign checkpoint is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lstc_gait.engine.checkpoint import CheckpointError, load_checkpoint
+from lstc_gait.train import run
+
+STEPS = ["trainer.max_steps=6", "trainer.log_every=1", "trainer.checkpoint_every=2", "trainer.eval_every=0",
+         "trainer.deterministic=true"]
+
+
+class Stop(Exception):
+    pass
+
+
+def test_killed_run_resumes_as_if_it_never_stopped(debug_cfg, tmp_path):
+    full = run(debug_cfg(*STEPS), tmp_path / "full")
+
+    def kill_after_5(step: int) -> None:
+        if step == 5:  # after the step-4 checkpoint: step 5 is lost, as in a real kill
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(debug_cfg(*STEPS), tmp_path / "split", step_hook=kill_after_5)
+    assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["step"] == 4
+    resumed = run(debug_cfg(*STEPS, "resume=auto"), tmp_path / "split")
+
+    assert [s for s, _ in resumed.losses] == [5, 6]
+    full_losses = dict(full.losses)
+    for step, loss in resumed.losses:  # the same batches and the same losses
+        assert loss == pytest.approx(full_losses[step], rel=1e-6, abs=1e-7)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
+    for key in a["ema"]["module"]:
+        torch.testing.assert_close(a["ema"]["module"][key], b["ema"]["module"][key], rtol=1e-5, atol=1e-6)
+    assert a["sampler"] == b["sampler"] and a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 6
+    assert resumed.metrics == pytest.approx(full.metrics, abs=1e-6)
+
+
+def test_resume_auto_without_checkpoint_starts_fresh_and_paths_must_exist(debug_cfg, tmp_path):
+    result = run(debug_cfg("trainer.max_steps=1", "resume=auto"), tmp_path / "fresh")
+    assert result.step == 1
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        run(debug_cfg("resume=/nonexistent/last.pt"), tmp_path / "x")
+
+
+def test_checkpoint_of_another_model_config_is_refused_naming_the_mismatch(debug_cfg, tmp_path):
+    run(debug_cfg("trainer.max_steps=1"), tmp_path / "a")
+    ckpt = tmp_path / "a" / "checkpoints" / "last.pt"
+    with pytest.raises(CheckpointError) as e:
+        run(debug_cfg("trainer.max_steps=2", "model=dynamic", "model.base_channels=16", f"resume={ckpt}"),
+            tmp_path / "b")
+    text = str(e.value)
+    assert "model.joint_type" in text and "'lstc'" in text and "'dynamic'" in text
+    assert "model.base_channels" in text
