@@ -250,7 +250,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None,
         result = _train(cfg, resolved, data, run_dir, dist_info, device, tracker, resume_state, resume_path,
                         step_hook, progress)
         if dist_info.is_main:
-            for name, path in sorted(result.checkpoints.items()):
+            for _, path in sorted(result.checkpoints.items()):
                 tracker.log_artifact(path, "checkpoints")
             tracker.log_metrics({"time/total_s": time.perf_counter() - t_start,
                                  "time/train_s": result.seconds,

@@ -6,11 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import CONF_DIR, compose
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class, get_method
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, compose
 from lstc_gait.config_schema import ModelConfig, TrainerConfig, check_choices
 
 GROUPS = {

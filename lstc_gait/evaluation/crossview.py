@@ -55,12 +55,13 @@ class CrossViewCounts:
 
     def per_probe_view(self, count_missing: bool = True) -> pd.Series:
         """Mean of each row over the other gallery views (identical view excluded, NaN cells skipped)."""
-        acc = self.accuracy(count_missing)
-        out = {}
-        for p in acc.index:
-            row = acc.loc[p].drop(labels=[p], errors="ignore").dropna()
-            out[p] = float(row.mean()) if len(row) else float("nan")
-        return pd.Series(out, dtype=float)
+        acc = self.accuracy(count_missing).to_numpy()
+        same = np.array([[p == g for g in self.gallery_views] for p in self.probe_views], dtype=bool)
+        vals = np.where(same.reshape(acc.shape), np.nan, acc)
+        counts = (~np.isnan(vals)).sum(axis=1)
+        sums = np.nansum(vals, axis=1)
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        return pd.Series(means, index=list(self.probe_views), dtype=float)
 
     def missing_pairs(self) -> int:
         """(probe, other gallery view) pairs whose subject has no gallery entry at that view."""
