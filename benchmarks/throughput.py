@@ -455,14 +455,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="sequences per batch (default 16; quick 4)")
     ap.add_argument("--iters", type=int, default=None, help="timed iterations per side (default 5; quick 2)")
     ap.add_argument("--configs", default=None,
-                    help=f"comma list of b<base>-<lstc|dynamic>-<hard|soft> (default all: {','.join(ALL_CONFIGS)})")
+                    help=f"comma list of b<base>-<lstc|dynamic>-<hard|soft>, or none (default all: {','.join(ALL_CONFIGS)})")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--cache", default=None, help="lstc_gait data cache dir for the loader measurement")
     ap.add_argument("--loader-workers", type=int, default=2)
     args = ap.parse_args(argv)
     batch = args.batch or (4 if args.quick else 16)
     iters = args.iters or (1 if args.quick else 5)
-    configs = args.configs.split(",") if args.configs else (["b16-lstc-hard"] if args.quick else ALL_CONFIGS)
+    if args.configs == "none":  # loader measurement only
+        configs = []
+    else:
+        configs = args.configs.split(",") if args.configs else (["b16-lstc-hard"] if args.quick else ALL_CONFIGS)
     for c in configs:
         parse_config(c)
     if batch < 2 or iters < 1:
@@ -478,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batch {batch}, T=30, 64x44, {iters} timed iterations per side (medians), alternating; "
           f"straightforward = fp32 baseline of both ratios; memory = "
           f"{'growth of peak RSS (VmHWM) over one step' if memory.available else 'unavailable'}")
-    print(HEADER)
+    if configs:
+        print(HEADER)
     with tempfile.TemporaryDirectory() as tmp:
         for name in configs:
             bench_config(name, batch, iters, peaks, Path(tmp), memory)

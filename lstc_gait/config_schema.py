@@ -24,7 +24,7 @@ class ModelConfig:
 
     _target_: str = "lstc_gait.models.build_gait_model"
     in_channels: int = 1
-    base_channels: int = 16
+    base_channels: int = 8  # the CPU-sized main job; experiment presets set the field's widths
     num_stripes: int = 8
     embedding_dim: int = 256
     kernels: list[list[int]] = field(default_factory=lambda: [[3, 7, 3], [3, 5, 3], [3, 3, 3]])
@@ -66,7 +66,7 @@ class SamplerConfig:
     sequences of each of p identities, ``multiview_pk`` spreads each identity's k over its views."""
 
     _target_: str = "lstc_gait.samplers.PKSampler"
-    p: int = 8
+    p: int = 4
     k: int = 4
 
 
@@ -86,7 +86,7 @@ class SchedulerConfig:
 
     _target_: str = "lstc_gait.engine.optim.warmup_cosine"
     _partial_: bool = True
-    warmup_steps: int = 50
+    warmup_steps: int = 20
     warmup_start: float = 0.01
     min_lr_ratio: float = 0.01
 
@@ -104,11 +104,11 @@ class TrainerConfig:
     strategy: str = "single"  # single | ddp
     devices: int = 1  # processes for strategy=ddp (spawned unless launched by torchrun)
     backend: str = "auto"  # auto (gloo on CPU, nccl on CUDA) | gloo | nccl
-    max_steps: int = 500  # budget in iterations; 0 means use max_epochs
+    max_steps: int = 120  # budget in iterations; 0 means use max_epochs
     max_epochs: int = 0  # budget in sampler epochs when max_steps is 0
     eval_every: int = 0  # steps between evaluations; 0 = evaluate once at the end
-    log_every: int = 10  # steps between loss/lr logging (the only host syncs of the loop)
-    checkpoint_every: int = 100  # steps between writes of checkpoints/last.pt
+    log_every: int = 5  # steps between loss/lr logging (the only host syncs of the loop)
+    checkpoint_every: int = 40  # steps between writes of checkpoints/last.pt
     amp: bool = False
     amp_dtype: str = "auto"  # auto (bf16 on CPU, fp16 + grad scaler on CUDA) | bf16 | fp16
     grad_clip: float = 5.0  # max global grad norm, every step; 0 disables

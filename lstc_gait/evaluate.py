@@ -110,11 +110,13 @@ def _print_tables(tables: dict[str, Any], header: dict[str, str]) -> None:
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from omegaconf.errors import MissingMandatoryValue
+
     from lstc_gait.evaluation.commands import CommandError
 
     try:
         run_evaluate(cfg, Path.cwd())
-    except (CommandError, FileNotFoundError, ValueError) as exc:
+    except (MissingMandatoryValue, CommandError, FileNotFoundError, ValueError) as exc:
         print(f"lstc_gait.evaluate: error: {exc}", file=sys.stderr)
         sys.exit(2)
 

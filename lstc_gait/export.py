@@ -55,12 +55,14 @@ def run_export(cfg: DictConfig, base_dir: Path) -> dict[str, Path]:
 
 @hydra.main(config_path="conf", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from omegaconf.errors import MissingMandatoryValue
+
     from lstc_gait.evaluation.commands import CommandError
     from lstc_gait.exporting import ExportError
 
     try:
         run_export(cfg, Path.cwd())
-    except (CommandError, ExportError, FileNotFoundError, ValueError) as exc:
+    except (MissingMandatoryValue, CommandError, ExportError, FileNotFoundError, ValueError) as exc:
         print(f"lstc_gait.export: error: {exc}", file=sys.stderr)
         sys.exit(2)
 

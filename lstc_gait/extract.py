@@ -46,11 +46,13 @@ def run_extract(cfg: DictConfig, base_dir: Path) -> Path:
 
 @hydra.main(config_path="conf", config_name="extract", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from omegaconf.errors import MissingMandatoryValue
+
     from lstc_gait.evaluation.commands import CommandError
 
     try:
         run_extract(cfg, Path.cwd())
-    except (CommandError, FileNotFoundError, ValueError) as exc:
+    except (MissingMandatoryValue, CommandError, FileNotFoundError, ValueError) as exc:
         print(f"lstc_gait.extract: error: {exc}", file=sys.stderr)
         sys.exit(2)
 

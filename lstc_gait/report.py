@@ -21,11 +21,27 @@ def run_report(cfg: DictConfig) -> int:
     """Build, print and write the comparison; returns a process exit code."""
     import mlflow
 
-    from lstc_gait.tracking import report
-    from lstc_gait.tracking.sweep import call_with_retry, resolve_tracking_uri
+    from lstc_gait.tracking.sweep import resolve_tracking_uri
 
     uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.output_dir)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        # a report only reads: do not create an empty store as a side effect
+        print(f"lstc_gait.report: no MLflow store at {uri} (set tracking.uri=...)", file=sys.stderr)
+        return 2
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
+    try:
+        return _report(cfg, uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _report(cfg: DictConfig, uri: str) -> int:
+    import mlflow
+
+    from lstc_gait.tracking import report
+    from lstc_gait.tracking.sweep import call_with_retry
+
     try:
         parent = report.find_parent_run(experiment_name=cfg.experiment_name, parent_run_id=cfg.parent_run)
     except LookupError as exc:

@@ -52,7 +52,8 @@ def debug_cfg(tiny_data_dir: Path, tmp_path: Path) -> Callable[..., object]:
 
     def make(*overrides: str):
         base = ["trainer=debug", f"paths.data_dir={tiny_data_dir}", f"paths.output_dir={tmp_path / 'outputs'}",
-                "tracking=none", "trainer.progress=false", "dataset.num_frames=6"]
+                "tracking=none", "trainer.progress=false", "dataset.num_frames=6",
+                "dataset.test_max_frames=8"]
         return compose(base + list(overrides))
 
     return make

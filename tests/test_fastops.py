@@ -149,3 +149,4 @@ def test_maybe_compile_disabled_returns_module_and_fallback_on_failure(monkeypat
         y = wrapped(x)
     torch.testing.assert_close(y, lin(x))
     assert wrapped.failed
+    assert list(wrapped.state_dict()) == ["weight", "bias"]  # checkpoints keep the plain keys

@@ -76,6 +76,18 @@ def test_casia_b_known_cells_and_identical_view_exclusion():
     for key in ("mAP", "mINP", "rank5", "rank10", "NM/mAP", "CL/mINP", "num_skipped"):
         assert key in metrics and math.isfinite(metrics[key])
     assert metrics["NM/mAP"] == pytest.approx(100.0)
+    # the fused retrieval pass equals evaluate_retrieval (probes vs gallery, cams = views), exact
+    # ties across views included (this case is full of them)
+    from lstc_gait.evaluation import evaluate_retrieval
+
+    probes = np.isin(types, ["nm-05", "nm-06", "bg-01", "bg-02", "cl-01", "cl-02"])
+    gal = np.isin(types, ["nm-01", "nm-02", "nm-03", "nm-04"])
+    order = np.concatenate([np.flatnonzero(np.isin(types, m)) for m in
+                            (["nm-05", "nm-06"], ["bg-01", "bg-02"], ["cl-01", "cl-02"])])
+    assert probes.sum() == len(order)
+    ref = evaluate_retrieval(emb[order], subj[order], emb[gal], subj[gal], views[order], views[gal])
+    for key in ("mAP", "mINP", "rank5", "rank10"):
+        assert metrics[key] == pytest.approx(ref[key], abs=1e-9), key
     # part-wise input and torch input give the same table
     parts = torch.as_tensor(emb).reshape(len(emb), -1, 1)
     pd.testing.assert_frame_equal(evaluate_casia_b(parts, subj, types, views), df)

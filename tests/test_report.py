@@ -73,6 +73,14 @@ def test_build_comparison_prefers_branch_tag_and_explicit_keys():
     assert table["trainer"].tolist() == ["debug"] * 3
 
 
+def test_ou_mvlp_runs_use_their_single_rank1_as_headline():
+    runs = pd.DataFrame([{"run_id": "x", "status": "FINISHED", "tags.mlflow.runName": "dataset=ou_mvlp",
+                          "metrics.test/rank1": 87.5, "metrics.test/mAP": 70.0}])
+    table = report.build_comparison(runs)
+    assert table.loc[0, "rank-1"] == 87.5 and table.loc[0, report.HEADLINE] == 87.5
+    assert table.loc[0, "dataset"] == "ou_mvlp"  # a single job shows all its overrides
+
+
 def test_empty_runs_give_empty_table():
     assert len(report.build_comparison(pd.DataFrame())) == 0
 
@@ -118,7 +126,15 @@ def test_find_parent_and_children(store):
     import mlflow
 
     uri, pid = store
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
+    try:
+        _check_find(pid)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _check_find(pid: str) -> None:
     found = report.find_parent_run()
     assert found["run_id"] == pid and found["experiment_name"] == "study"
     assert report.find_parent_run(experiment_name="study")["run_id"] == pid
@@ -152,3 +168,7 @@ def test_report_unknown_parent_is_a_clear_error(store, tmp_path, capsys):
     assert run_report(cfg) == 2
     assert "no run with id '0000'" in capsys.readouterr().err
     assert not (tmp_path / "comparison.csv").exists()
+    with initialize_config_dir(config_dir=str(ROOT / "lstc_gait" / "conf"), version_base="1.3"):
+        cfg = compose(config_name="report", overrides=[f"tracking.uri=sqlite:///{tmp_path / 'none.db'}"])
+    assert run_report(cfg) == 2 and "no MLflow store" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()  # reading never creates a store

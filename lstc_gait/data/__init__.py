@@ -7,12 +7,27 @@ and free of cycles.
 
 from .augment import AugmentConfig, apply_augment
 from .cache import CacheError, SequenceCache, open_cache, write_cache_from_arrays
-from .datasets import TestSequenceDataset, TrainSequenceDataset, collate_padded, collate_train
 from .layouts import LAYOUTS, LayoutError, detect_layout, read_partition, scan_roots
 from .prepare import PrepareSummary, prepare_cache
 from .pretreat import center_crop_width, pretreat_frame
 from .sampling import sample_frame_indices
 from .splits import SPLIT_PROTOCOLS, CacheSplit, split_index, split_subjects
+
+# The datasets need torch; load them on first use so that generator and prepare workers stay light.
+_LAZY = {
+    name: ".datasets" for name in ("TestSequenceDataset", "TrainSequenceDataset", "collate_padded", "collate_train")
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LAYOUTS",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -103,13 +104,15 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn import all_reduce
+        from torch.distributed.nn.functional import all_reduce
 
         dims = [0] + list(range(2, x.dim()))
         xf = x.float()
         count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
         stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
-        stats = all_reduce(stats)
+        with warnings.catch_warnings():  # a deprecated name in 2.x, but still the differentiable all-reduce
+            warnings.simplefilter("ignore", FutureWarning)
+            stats = all_reduce(stats)
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n

@@ -318,13 +318,17 @@ def _positive_ranks_block(kn: np.ndarray, col_index: np.ndarray, pos_cols: np.nd
 def search(query: Prepared, gallery: Prepared, *, gallery_groups: np.ndarray | None = None,
            num_groups: int = 0, query_groups: np.ndarray | None = None, skip_same_group: bool = False,
            positives: Positives | None = None, max_block_bytes: int = DEFAULT_BLOCK_BYTES,
-           progress: bool = False) -> SearchResult:
+           progress: bool = False, tie_index: np.ndarray | None = None) -> SearchResult:
     """One pass over ``query x gallery`` key blocks computing, as requested:
 
     * ``gallery_groups`` (G,) int codes in [0, num_groups): the nearest gallery entry of every
       group (e.g. view) for every query; with ``skip_same_group`` the query's own group
       (``query_groups``) is neither searched nor computed (unless ranks need the full gallery);
     * ``positives``: the rank of every valid positive (for CMC / mAP / mINP).
+
+    ``tie_index`` (G,): the index that breaks exact ties in the ranks (default: gallery
+    position); it must increase with position inside each group. A gallery already sorted by
+    group is used as is (no copy).
     """
     query, gallery = match_pair(query, gallery)
     nq, ng = len(query), len(gallery)
@@ -346,7 +350,11 @@ def search(query: Prepared, gallery: Prepared, *, gallery_groups: np.ndarray | N
     else:
         gorder = np.arange(ng)
         bounds = np.array([0, ng])
-    gsorted = gallery.take(gorder) if want_nearest else gallery
+    presorted = not want_nearest or bool(np.all(gorder == np.arange(ng)))
+    gsorted = gallery if presorted else gallery.take(gorder)
+    tie = np.arange(ng) if tie_index is None else np.asarray(tie_index, dtype=np.int64)
+    if tie.shape != (ng,):
+        raise ValueError("tie_index must have one entry per gallery embedding")
     nearest = np.full((nq, max(num_groups, 0)), -1, dtype=np.int64) if want_nearest else None
     ranks_per_query: list[np.ndarray] = [np.zeros(0, np.int64)] * nq
     if positives is not None:
@@ -382,7 +390,8 @@ def search(query: Prepared, gallery: Prepared, *, gallery_groups: np.ndarray | N
         rows = _rows_per_block(ncols, bytes_per, max_block_bytes)
         buf = torch.empty(min(rows, len(_padded_rows(qidx))) * max(ncols, 1), dtype=query.dtype)
         work = None
-        col_index = gorder[cols]  # gallery index of each column
+        col_index = gorder[cols]  # gallery position of each column
+        col_tie = tie[col_index]
         for start in range(0, len(qidx), rows):
             chunk = qidx[start:start + rows]
             kb = key_block(query.take(_padded_rows(chunk)), gsub, out=buf, work=work)
@@ -399,7 +408,7 @@ def search(query: Prepared, gallery: Prepared, *, gallery_groups: np.ndarray | N
                 pos = positives.positive[chunk]
                 valid = pos >= 0
                 if valid.any():
-                    block = _positive_ranks_block(kn, col_index, pos_cols_all[np.maximum(pos, 0)], valid)
+                    block = _positive_ranks_block(kn, col_tie, pos_cols_all[np.maximum(pos, 0)], valid)
                     for i, q in enumerate(chunk):
                         ranks_per_query[q] = block[i]
             if bar is not None:

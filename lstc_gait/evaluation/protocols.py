@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .crossview import CrossViewCounts, labels_of, tally
 from .metrics import as_embeddings, build_positives, prepare, search, summarize_ranks
@@ -55,8 +56,11 @@ class _Split:
     """Codes shared by the protocol functions: subjects, views, probe / gallery rows."""
 
     def __init__(self, embeddings, subjects, types, views, metric: str):
-        self.prep = prepare(embeddings, metric)
-        n = len(self.prep)
+        # raw embeddings kept once; probe and gallery subsets are laid out only when searched
+        self.x = as_embeddings(embeddings)
+        self.metric = metric
+        prepare(self.x[:1], metric)  # validates the metric early
+        n = self.x.shape[0]
         self.subjects = labels_of(subjects, n, "subjects")
         self.types = labels_of(types, n, "types")
         self.views = labels_of(views, n, "views")
@@ -67,12 +71,20 @@ class _Split:
 
     def run(self, pidx: np.ndarray, gidx: np.ndarray, include_identical: bool, with_ranks: bool,
             progress: bool = False):
+        # gallery sorted by view (stable) so the search needs no sorted copy; ties still break by
+        # the original order through tie_index; nearest indices are mapped back to gidx positions
+        gperm = np.argsort(self.vcode[gidx], kind="stable")
+        gs = gidx[gperm]
         positives = None
         if with_ranks:
-            positives = build_positives(self.scode[pidx], self.scode[gidx], self.vcode[pidx], self.vcode[gidx])
-        res = search(self.prep.take(pidx), self.prep.take(gidx), gallery_groups=self.vcode[gidx],
+            positives = build_positives(self.scode[pidx], self.scode[gs], self.vcode[pidx], self.vcode[gs])
+        res = search(prepare(self.x[torch.as_tensor(pidx)], self.metric),
+                     prepare(self.x[torch.as_tensor(gs)], self.metric), gallery_groups=self.vcode[gs],
                      num_groups=len(self.labels), query_groups=self.vcode[pidx],
-                     skip_same_group=not include_identical, positives=positives, progress=progress)
+                     skip_same_group=not include_identical, positives=positives, progress=progress,
+                     tie_index=gperm)
+        if res.nearest is not None:
+            res.nearest = np.where(res.nearest >= 0, gperm[np.maximum(res.nearest, 0)], -1)
         return res
 
     def tally(self, res, rows: np.ndarray, pidx: np.ndarray, gidx: np.ndarray, include_identical: bool):

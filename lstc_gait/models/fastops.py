@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["depthwise_conv3d", "fold_bn", "maybe_compile"]
+__all__ = ["cpu_bf16_supported", "depthwise_conv3d", "fold_bn", "maybe_compile"]
 
 # Weight-gradient dispatch, from timings of the LSTC shapes on the 2-core AVX2 machine: with many
 # output positions per (sample, channel) (e.g. a whole 64-row frame, stripes separated by zero
@@ -71,6 +71,12 @@ class _DepthwiseConv3d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        # backward() may be called inside an autocast region: keep the fp32 arithmetic.
+        with torch.autocast("cpu", enabled=False):
+            return _DepthwiseConv3d._backward(ctx, grad_out.float())
+
+    @staticmethod
+    def _backward(ctx, grad_out: Tensor):
         x, weight = ctx.saved_tensors
         padding = ctx.padding
         c = x.shape[1]
@@ -115,6 +121,19 @@ def depthwise_conv3d(x: Tensor, weight: Tensor, padding: tuple[int, int, int]) -
     with torch.autocast("cpu", enabled=False):
         y = _DepthwiseConv3d.apply(x.float(), weight.float(), padding)
     return y if out_dtype is None else y.to(out_dtype)
+
+
+def cpu_bf16_supported() -> bool:
+    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 / AMX).
+
+    Without them (e.g. AVX2-only CPUs such as the project's reference machine) every bf16 conv and
+    matmul falls back to slow reference code: measured 20-50x slower than fp32, so CPU bf16
+    autocast must not be the default there.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def fold_bn(
@@ -163,7 +182,11 @@ def maybe_compile(module: nn.Module, enabled: bool = True, **compile_kwargs) -> 
 
 
 class _CompileFallback(nn.Module):
-    """Calls the compiled module; on a compile failure switches to the eager module for good."""
+    """Calls the compiled module; on a compile failure switches to the eager module for good.
+
+    ``state_dict`` / ``load_state_dict`` delegate to the eager module, so checkpoints keep the
+    plain keys (no ``eager.`` or ``_orig_mod.`` prefix).
+    """
 
     def __init__(self, eager: nn.Module, compiled: nn.Module) -> None:
         super().__init__()
@@ -180,3 +203,9 @@ class _CompileFallback(nn.Module):
                 warnings.warn(f"torch.compile failed ({exc!r}); falling back to eager", RuntimeWarning,
                               stacklevel=2)
         return self.eager(*args, **kwargs)
+
+    def state_dict(self, *args, **kwargs):  # noqa: D102
+        return self.eager.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: D102
+        return self.eager.load_state_dict(state_dict, strict=strict, assign=assign)

@@ -136,13 +136,16 @@ def _branch_words_from_params(row: pd.Series) -> str | None:
 
 
 def _metric_columns(runs: pd.DataFrame) -> dict[str, str]:
-    """Comparison column name -> runs column holding it (NM/BG/CL rank-1, then mAP metrics)."""
+    """Comparison column name -> runs column holding it: NM/BG/CL rank-1 (CASIA-B), rank-1 (OU-MVLP),
+    then the mAP metrics."""
     cols: dict[str, str] = {}
     for cond in CONDITIONS:
         for candidate in (f"metrics.test/{cond}/rank1", f"metrics.test/{cond}/rank-1", f"metrics.{cond}/rank1"):
             if candidate in runs.columns:
                 cols[f"{cond} rank-1"] = candidate
                 break
+    if "metrics.test/rank1" in runs.columns:  # single-probe-set protocols (OU-MVLP)
+        cols["rank-1"] = "metrics.test/rank1"
     for cond in CONDITIONS:
         if f"metrics.test/{cond}/mAP" in runs.columns:
             cols[f"{cond} mAP"] = f"metrics.test/{cond}/mAP"
@@ -152,7 +155,8 @@ def _metric_columns(runs: pd.DataFrame) -> dict[str, str]:
 
 
 def build_comparison(runs: pd.DataFrame, swept: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per job of a sweep: its swept settings, status, NM/BG/CL rank-1, mAP and the headline.
+    """One row per job of a sweep: its swept settings, status, NM/BG/CL rank-1, mAP and the headline
+    (mean of the NM/BG/CL rank-1; the rank-1 itself for single-probe-set protocols such as OU-MVLP).
 
     ``runs`` is what ``mlflow.search_runs`` returns for the children of one sweep parent.
     ``swept`` names the override keys to show; by default the keys whose value differs between jobs
@@ -194,6 +198,8 @@ def build_comparison(runs: pd.DataFrame, swept: Sequence[str] | None = None) -> 
             value = row.get(col)
             rec[name] = None if value is None or pd.isna(value) else float(value)
         ranks = [rec[f"{c} rank-1"] for c in CONDITIONS if rec.get(f"{c} rank-1") is not None]
+        if not ranks and rec.get("rank-1") is not None:
+            ranks = [rec["rank-1"]]
         rec[HEADLINE] = float(sum(ranks) / len(ranks)) if ranks else None
         rec["run_id"] = row.get("run_id")
         job_num = _first_present(row, _JOB_NUM_TAGS)
@@ -322,7 +328,7 @@ def load_child_runs(parent_run_id: str, experiment_ids: Iterable[str] | None = N
         mlflow.search_runs,
         experiment_ids=list(experiment_ids),
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-        run_view_type=ViewType.ALL,
+        run_view_type=ViewType.ACTIVE_ONLY,
         output_format="pandas",
     )
 
@@ -356,14 +362,14 @@ def find_parent_run(experiment_name: str | None = None, parent_run_id: str | Non
             raise LookupError(f"no MLflow experiment named {experiment_name!r} in {mlflow.get_tracking_uri()}")
         experiments = [exp]
     else:
-        experiments = call_with_retry(client.search_experiments, view_type=ViewType.ALL)
+        experiments = call_with_retry(client.search_experiments, view_type=ViewType.ACTIVE_ONLY)
     exp_ids = [e.experiment_id for e in experiments]
     names = {e.experiment_id: e.name for e in experiments}
     if not exp_ids:
         raise LookupError(f"the MLflow store {mlflow.get_tracking_uri()} has no experiments")
 
     tagged = call_with_retry(
-        mlflow.search_runs, experiment_ids=exp_ids, run_view_type=ViewType.ALL,
+        mlflow.search_runs, experiment_ids=exp_ids, run_view_type=ViewType.ACTIVE_ONLY,
         filter_string=f"tags.`{PARENT_ROLE_TAG}` = '{PARENT_ROLE_VALUE}'",
         order_by=["attributes.start_time DESC"], max_results=1, output_format="pandas",
     )
@@ -371,7 +377,7 @@ def find_parent_run(experiment_name: str | None = None, parent_run_id: str | Non
         row = tagged.iloc[0]
     else:
         # Sweeps recorded without this platform's callback: the newest run that has children.
-        runs = call_with_retry(mlflow.search_runs, experiment_ids=exp_ids, run_view_type=ViewType.ALL,
+        runs = call_with_retry(mlflow.search_runs, experiment_ids=exp_ids, run_view_type=ViewType.ACTIVE_ONLY,
                                output_format="pandas")
         col = "tags.mlflow.parentRunId"
         if col not in runs.columns or runs[col].dropna().empty:

@@ -75,8 +75,8 @@ class SynthParams:
 
     @classmethod
     def tiny(cls) -> SynthParams:
-        """Tests and trainer=debug: 6 subjects (4 train / 2 test), 10 types, 3 views, 16 frames, 160x120."""
-        return cls(num_subjects=6, views=["000", "090", "180"], frames=16, width=160, height=120)
+        """Tests and trainer=debug: 6 subjects (4 train / 2 test), 10 types, 3 views, 12 frames, 160x120."""
+        return cls(num_subjects=6, views=["000", "090", "180"], frames=12, width=160, height=120)
 
     @classmethod
     def casia_b(cls) -> SynthParams:
