@@ -329,7 +329,7 @@ def alternate(fns: dict[str, Callable[[], object]], iters: int, warmup: int = 1)
 
 
 def bench_config(name: str, batch: int, iters: int, peaks: dict[str, float], tmpdir: Path,
-                 memory: PeakRSS) -> list[dict]:
+                 memory: PeakRSS, bf16: bool = True) -> list[dict]:
     plain, fast, source = build_pair(name, tmpdir)
     gen = torch.Generator().manual_seed(1)
     x = (torch.rand(batch, 1, 30, 64, 44, generator=gen) > 0.5).float()
@@ -341,9 +341,9 @@ def bench_config(name: str, batch: int, iters: int, peaks: dict[str, float], tmp
     with torch.no_grad():
         ref = plain(x)
         got = embed(fast, x)
-        got_bf16 = make_infer(fast, x, True)().float()
+        got_bf16 = make_infer(fast, x, True)().float() if bf16 else None
     err = float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
-    cos_bf16 = float(F.cosine_similarity(got_bf16, got, dim=1).min())
+    cos_bf16 = float(F.cosine_similarity(got_bf16, got, dim=1).min()) if bf16 else float("nan")
     if err > 1e-3:
         raise SystemExit(f"{name}: fast and straightforward embeddings differ (max rel err {err:.2e})")
 
@@ -368,6 +368,8 @@ def bench_config(name: str, batch: int, iters: int, peaks: dict[str, float], tmp
             fns = {"plain": make_infer(plain, x, False), "fp32": make_infer(fast, x, False),
                    "bf16": make_infer(fast, x, True)}
             flops = infer_flops * batch
+        if not bf16:
+            del fns["bf16"]
         secs = alternate(fns, iters)
         mem = {k: memory.measure(fn) for k, fn in fns.items()}
         row = {"config": name, "mode": mode, "source": source, "max_rel_err": err, "cos_bf16": cos_bf16,
@@ -378,7 +380,9 @@ def bench_config(name: str, batch: int, iters: int, peaks: dict[str, float], tmp
             peak = peaks["bf16"] if k == "bf16" else peaks["fp32"]
             row[f"{k}_mfu"] = flops / secs[k] / (peak * 1e9)
         row["speedup_fp32"] = secs["plain"] / secs["fp32"]
-        row["speedup_bf16"] = secs["plain"] / secs["bf16"]
+        row["speedup_bf16"] = secs["plain"] / secs["bf16"] if bf16 else float("nan")
+        if not bf16:
+            row.update(bf16_seq_s=float("nan"), bf16_mem_mb=None, bf16_mfu=float("nan"))
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
@@ -459,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--cache", default=None, help="lstc_gait data cache dir for the loader measurement")
     ap.add_argument("--loader-workers", type=int, default=2)
+    ap.add_argument("--no-bf16", action="store_true",
+                    help="skip the bf16 autocast columns (20-50x slower than fp32 on CPUs without bf16 kernels)")
     args = ap.parse_args(argv)
     batch = args.batch or (4 if args.quick else 16)
     iters = args.iters or (1 if args.quick else 5)
@@ -474,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     print(machine_line())
+    from lstc_gait.models.fastops import cpu_bf16_supported
+    print(f"oneDNN native bf16 kernels on this CPU: {cpu_bf16_supported()}")
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"matmul peak (1024^3 mm, best of ~1 s): fp32 {peaks['fp32']:.1f} GFLOP/s, "
           f"bf16 {peaks['bf16']:.1f} GFLOP/s")
@@ -485,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         print(HEADER)
     with tempfile.TemporaryDirectory() as tmp:
         for name in configs:
-            bench_config(name, batch, iters, peaks, Path(tmp), memory)
+            bench_config(name, batch, iters, peaks, Path(tmp), memory, bf16=not args.no_bf16)
     if args.cache:
         bench_loader(args.cache, batch, steps=3 if args.quick else 8, workers=args.loader_workers)
     else:

@@ -406,10 +406,18 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return monitor_value(result.metrics, cfg.eval.monitor)  # the sweep objective (e.g. for Optuna)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM (kill, SLURM preemption) unwinds like Ctrl-C: the MLflow run is closed as KILLED.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry (``lstc-gait-train``) and ``python -m lstc_gait.train``."""
+    import signal
+
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
+    signal.signal(signal.SIGTERM, _terminate)
     _hydra_main()
 
 
