@@ -41,7 +41,9 @@ def compose_with_hydra(overrides: list[str]):
 def test_presets_carry_their_sweep_and_combine_with_debug(preset, params):
     cfg = compose_with_hydra([f"experiment={preset}", "trainer=debug"])
     assert dict(cfg.hydra.sweeper.params) == params
-    assert cfg.trainer.max_steps == 12  # trainer=debug still applies
+    debug_only = compose_with_hydra(["trainer=debug"])
+    assert cfg.trainer.max_steps == debug_only.trainer.max_steps  # trainer=debug still applies
+    assert cfg.trainer.max_steps < compose_with_hydra([]).trainer.max_steps
     assert cfg.hydra.callbacks.mlflow_sweep._target_ == "lstc_gait.tracking.sweep.SweepParentCallback"
     # every swept value composes to the setting it names (a job = the preset + one choice per key)
     for key, values in params.items():

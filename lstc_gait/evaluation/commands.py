@@ -270,10 +270,10 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingSet:
         raise
     except Exception as exc:  # zip/pickle/format errors
         raise CommandError(f"cannot read embeddings file {str(p)!r}: {exc}") from exc
-    if emb.ndim == 3:  # (N, C, parts) part features: flatten, distances then compare all parts
-        emb = emb.reshape(emb.shape[0], -1)
-    if emb.ndim != 2 or emb.shape[0] == 0:
-        raise CommandError(f"{str(p)!r}: embeddings must be a non-empty (N, D) array, got shape {emb.shape}")
+    # (N, C, parts) part features stay 3-D: the protocols average the per-part distances.
+    if emb.ndim not in (2, 3) or emb.shape[0] == 0:
+        raise CommandError(f"{str(p)!r}: embeddings must be a non-empty (N, D) or (N, C, parts) array, "
+                           f"got shape {emb.shape}")
     if not np.issubdtype(emb.dtype, np.number):
         raise CommandError(f"{str(p)!r}: embeddings have non-numeric dtype {emb.dtype}")
     for key, arr in labels.items():
