@@ -17,6 +17,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls when the cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def compose(overrides: list[str] | None = None, config_name: str = "config"):
     """The real config, composed through Hydra's compose API (as `python -m lstc_gait.train` does)."""
     from hydra import compose as hydra_compose

@@ -19,14 +19,7 @@ from lstc_gait.models.blocks import compute_branch_width
 from lstc_gait.models.lstc import stripe_depthwise_conv3d
 from lstc_gait.models.stripes import stripe_bounds
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:

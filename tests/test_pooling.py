@@ -8,14 +8,7 @@ import torch
 from lstc_gait.models import LSTP
 from lstc_gait.models.stripes import stripe_bounds
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_stripe_rule():

@@ -11,7 +11,6 @@ listed in ``CACHE/prepare_report.csv``; it never stops the run.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -23,7 +22,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from .cache import (
     write_pack,
 )
 from .layouts import LayoutError, detect_layout, duplicate_rows, list_frames, scan_roots
+from .locking import exclusive_lock
 from .pretreat import EMPTY_THRESHOLD, FrameError, pretreat_frame, read_silhouette
 
 log = logging.getLogger(__name__)
@@ -229,23 +229,6 @@ def _run_tasks(tasks: list[tuple], workers: int, progress: bool) -> list[dict]:
     return results
 
 
-@contextlib.contextmanager
-def _locked(cache_dir: Path) -> Iterator[None]:
-    """Exclusive lock on a cache folder: parallel jobs of a sweep may prepare the same cache."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".prepare.lock", "a") as fh:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock, single job assumed
-            yield
-            return
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def prepare_cache(
     roots: str | Path | Sequence[str | Path],
     layout: str = "auto",
@@ -267,7 +250,7 @@ def prepare_cache(
     for r in [roots] if isinstance(roots, str | os.PathLike) else list(roots):
         if not os.path.isdir(r):  # fail before creating anything
             raise FileNotFoundError(f"dataset root does not exist or is not a folder: {os.fspath(r)}")
-    with _locked(Path(cache_dir)):
+    with exclusive_lock(Path(cache_dir) / ".prepare.lock"):
         return _prepare(roots, layout, Path(cache_dir), workers, min_frames, progress, empty_threshold)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..locking import exclusive_lock
 from .body import sample_subject, sample_walk, walk_rng
 from .camera import Camera, place_walk, walker_to_world
 from .pose import Body, G, build_body
@@ -285,23 +286,6 @@ def _progress(total: int, desc: str, enabled: bool) -> Iterator:
 
 
 # ---- cached, prepared instance ------------------------------------------------------------------------
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive lock so concurrent jobs (multirun, DDP ranks) generate an instance only once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        try:
-            import fcntl
-        except ImportError:  # non-POSIX: no lock, generation is still atomic per sequence
-            yield
-            return
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def instance_dir(params: SynthParams | Mapping, data_dir: str | Path) -> Path:
     return Path(data_dir) / f"synthgait-{_as_params(params).key()}"
 
@@ -327,7 +311,7 @@ def ensure_synthetic(params: SynthParams | Mapping, data_dir: str | Path, worker
     cache_dir = folder / "cache"
     if _read_done(folder) is not None and cache_dir.is_dir():
         return cache_dir
-    with _file_lock(Path(data_dir) / f".synthgait-{params.key()}.lock"):
+    with exclusive_lock(Path(data_dir) / f".synthgait-{params.key()}.lock"):
         if _read_done(folder) is not None and cache_dir.is_dir():
             return cache_dir
         folder.mkdir(parents=True, exist_ok=True)
