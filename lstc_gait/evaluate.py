@@ -12,7 +12,6 @@ Library logic: :mod:`lstc_gait.evaluation.commands`.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,15 +109,9 @@ def _print_tables(tables: dict[str, Any], header: dict[str, str]) -> None:
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from omegaconf.errors import MissingMandatoryValue
+    from lstc_gait.evaluation.commands import run_command
 
-    from lstc_gait.evaluation.commands import CommandError
-
-    try:
-        run_evaluate(cfg, Path.cwd())
-    except (MissingMandatoryValue, CommandError, FileNotFoundError, ValueError) as exc:
-        print(f"lstc_gait.evaluate: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_command("evaluate", lambda: run_evaluate(cfg, Path.cwd()))
 
 
 if __name__ == "__main__":

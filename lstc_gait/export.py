@@ -5,7 +5,6 @@ Library logic: :mod:`lstc_gait.exporting`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -55,16 +54,10 @@ def run_export(cfg: DictConfig, base_dir: Path) -> dict[str, Path]:
 
 @hydra.main(config_path="conf", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from omegaconf.errors import MissingMandatoryValue
-
-    from lstc_gait.evaluation.commands import CommandError
+    from lstc_gait.evaluation.commands import run_command
     from lstc_gait.exporting import ExportError
 
-    try:
-        run_export(cfg, Path.cwd())
-    except (MissingMandatoryValue, CommandError, ExportError, FileNotFoundError, ValueError) as exc:
-        print(f"lstc_gait.export: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_command("export", lambda: run_export(cfg, Path.cwd()), user_errors=(ExportError,))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ embeddings=FILE.npz`` or any other tool reads. Library logic: :mod:`lstc_gait.ev
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -46,15 +45,9 @@ def run_extract(cfg: DictConfig, base_dir: Path) -> Path:
 
 @hydra.main(config_path="conf", config_name="extract", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from omegaconf.errors import MissingMandatoryValue
+    from lstc_gait.evaluation.commands import run_command
 
-    from lstc_gait.evaluation.commands import CommandError
-
-    try:
-        run_extract(cfg, Path.cwd())
-    except (MissingMandatoryValue, CommandError, FileNotFoundError, ValueError) as exc:
-        print(f"lstc_gait.extract: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_command("extract", lambda: run_extract(cfg, Path.cwd()))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,17 @@ SPLITS = ("test", "train", "all")
 
 class CommandError(ValueError):
     """Bad user input to a command (missing file, wrong format, unknown option); message names it."""
+
+
+def run_command(name: str, body: Callable[[], Any], user_errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Run a command's body; user errors become one line on stderr and exit code 2, not a stack trace."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        body()
+    except (MissingMandatoryValue, CommandError, FileNotFoundError, ValueError, *user_errors) as exc:
+        print(f"lstc_gait.{name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 # ----------------------------------------------------------------------------------------------- models
