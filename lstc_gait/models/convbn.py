@@ -58,7 +58,8 @@ class ConvBNReLU(nn.Sequential):
             y = F.conv3d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         else:
             y = bn(conv(x))
-        return F.relu(y) if self.relu else y
+        # In place: y is this call's own fresh output (BN's backward needs its input, not y).
+        return F.relu(y, inplace=True) if self.relu else y
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: tuple[int, int, int] | int,

@@ -29,11 +29,33 @@ def _triple(k: int | tuple[int, int, int] | list[int], name: str) -> tuple[int, 
     return kk  # type: ignore[return-value]
 
 
+def fold_stripes(x: Tensor, stripes: int, h: int) -> Tensor:
+    """``(N, C, T, stripes*h, W) -> (N*stripes, C, T, h, W)`` in channels_last_3d memory.
+
+    In channels_last_3d the move is a copy of contiguous ``h*W*C`` runs (a fast memcpy), where the
+    default layout would need a transposing copy with ``W``-long runs (measured ~10x slower).
+    """
+    n, c, t, _, w = x.shape
+    z = x.permute(0, 2, 3, 4, 1).reshape(n, t, stripes, h, w, c)  # a view when x is channels_last_3d
+    z = z.transpose(1, 2).contiguous().view(n * stripes, t, h, w, c)
+    return z.permute(0, 4, 1, 2, 3)
+
+
+def unfold_stripes(y: Tensor, n: int) -> Tensor:
+    """Inverse of :func:`fold_stripes`: ``(N*S, C, T, h, W) -> (N, C, T, S*h, W)``, channels_last_3d."""
+    ns, c, t, h, w = y.shape
+    s = ns // n
+    z = y.permute(0, 2, 3, 4, 1).reshape(n, s, t, h, w, c)
+    z = z.transpose(1, 2).contiguous().view(n, t, s * h, w, c)
+    return z.permute(0, 4, 1, 2, 3)
+
+
 def stripe_depthwise_conv3d(x: Tensor, weight: Tensor, num_stripes: int) -> Tensor:
     """Depthwise conv with 'same' zero padding applied separately inside each height stripe.
 
     ``x`` is ``(N, C, T, H, W)``, ``weight`` ``(C, 1, kT, kH, kW)``. Stripe ``s`` covers rows
     ``[s*h, (s+1)*h)`` with ``h = max(1, H // S)``; the last stripe takes the leftover rows.
+    The result is in channels_last_3d memory (same values as any layout).
     """
     n, c, t, h_total, w = x.shape
     check_stripes(h_total, num_stripes, where="LSTC input")
@@ -44,10 +66,7 @@ def stripe_depthwise_conv3d(x: Tensor, weight: Tensor, num_stripes: int) -> Tens
     h = max(1, h_total // num_stripes)
     folded = num_stripes if h * num_stripes == h_total else num_stripes - 1
     main = x if folded == num_stripes else x[:, :, :, : folded * h]
-    # (N, C, T, k*h, W) -> (N*k, C, T, h, W): every stripe becomes its own sample.
-    z = main.reshape(n, c, t, folded, h, w).permute(0, 3, 1, 2, 4, 5).reshape(n * folded, c, t, h, w)
-    y = depthwise_conv3d(z, weight, pad)
-    y = y.reshape(n, folded, c, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(n, c, t, folded * h, w)
+    y = unfold_stripes(depthwise_conv3d(fold_stripes(main, folded, h), weight, pad), n)
     if folded == num_stripes:
         return y
     last = depthwise_conv3d(x[:, :, :, folded * h:], weight, pad)
@@ -77,8 +96,8 @@ class LSTC(nn.Module):
         y = self.stripe_depthwise(x)
         if bn_is_folding(self.bn):
             weight, bias = fold_conv_bn(self.pointwise.weight, None, self.bn)
-            return F.relu(F.conv3d(y, weight, bias))
-        return F.relu(self.bn(self.pointwise(y)))
+            return F.relu(F.conv3d(y, weight, bias), inplace=True)
+        return F.relu(self.bn(self.pointwise(y)), inplace=True)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, num_stripes={self.num_stripes}"
