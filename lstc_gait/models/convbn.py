@@ -13,6 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .bn_relu import batch_norm_relu
+from .layout import recording_graph, to_channels_last
+from .native import native_stem_available, native_stem_conv3d, stem_forward
+
 
 def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
     """Per-channel ``(scale, shift)`` that the BN applies in eval mode."""
@@ -39,6 +43,30 @@ def fold_conv_bn(conv_weight: Tensor, conv_bias: Tensor | None, bn: nn.modules.b
     return weight, bias
 
 
+def conv3d_inference(x: Tensor, weight: Tensor, bias: Tensor | None, stride=1, padding=0, dilation=1,
+                     groups: int = 1, relu: bool = True) -> Tensor:
+    """``relu(conv3d(x, weight, bias))`` (or without ReLU) for inference.
+
+    On CPU float32 without autograd this calls oneDNN directly with the ReLU fused into the
+    convolution: PyTorch's dispatcher sends small single-sequence 3D convs (N=1 and N*C*T*H <=
+    20480) to its slow reference kernel, 5-10x slower than oneDNN at the model's shapes, and the
+    separate ReLU is one more pass over the activation.
+    """
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and not recording_graph()
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                                   or (bias is not None and bias.requires_grad)))):
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, weight.contiguous(), bias, _triple_arg(padding), _triple_arg(stride), _triple_arg(dilation),
+            groups, "relu" if relu else "none", [], "")
+    y = F.conv3d(x, weight, bias, stride, padding, dilation, groups)
+    return F.relu(y, inplace=True) if relu else y
+
+
+def _triple_arg(v) -> list[int]:
+    return [int(v)] * 3 if isinstance(v, int) else [int(i) for i in v]
+
+
 class ConvBNReLU(nn.Sequential):
     """``nn.Sequential(Conv3d, BatchNorm3d)`` followed by ReLU; keys ``0.*`` (conv) and ``1.*`` (BN).
 
@@ -53,13 +81,19 @@ class ConvBNReLU(nn.Sequential):
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         conv: nn.Conv3d = self[0]
         bn: nn.BatchNorm3d = self[1]
+        native_stem = (conv.bias is None and not recording_graph() and not torch.is_autocast_enabled("cpu")
+                       and native_stem_available(x, conv.weight, conv.padding, conv.stride, conv.dilation,
+                                                 conv.groups))
         if bn_is_folding(bn):
             weight, bias = fold_conv_bn(conv.weight, conv.bias, bn)
-            y = F.conv3d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-        else:
-            y = bn(conv(x))
-        # In place: y is this call's own fresh output (BN's backward needs its input, not y).
-        return F.relu(y, inplace=True) if self.relu else y
+            if native_stem and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+                return stem_forward(x, weight, bias, relu=self.relu)
+            return conv3d_inference(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups,
+                                    relu=self.relu)
+        y = native_stem_conv3d(x, conv.weight) if native_stem else conv(x)
+        if self.relu:
+            return batch_norm_relu(bn, to_channels_last(y))
+        return bn(y)
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: tuple[int, int, int] | int,

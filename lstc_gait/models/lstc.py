@@ -14,11 +14,13 @@ convolution. Measured against a zero-row-gap formulation (one conv over stripes 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .convbn import bn_is_folding, fold_conv_bn
+from .bn_relu import batch_norm_relu
+from .convbn import bn_is_folding, conv3d_inference, fold_conv_bn
 from .fastops import depthwise_conv3d
+from .layout import recording_graph
+from .native import native_stripe_depthwise_available, native_stripe_depthwise_conv3d
 from .stripes import check_stripes
 
 
@@ -59,6 +61,8 @@ def stripe_depthwise_conv3d(x: Tensor, weight: Tensor, num_stripes: int) -> Tens
     """
     n, c, t, h_total, w = x.shape
     check_stripes(h_total, num_stripes, where="LSTC input")
+    if not recording_graph() and not torch.is_autocast_enabled("cpu") and native_stripe_depthwise_available(x, weight):
+        return native_stripe_depthwise_conv3d(x, weight, num_stripes)
     k_t, k_h, k_w = weight.shape[2:]
     pad = (k_t // 2, k_h // 2, k_w // 2)
     if num_stripes == 1 or k_h == 1:  # no row of the kernel can reach another stripe
@@ -96,8 +100,8 @@ class LSTC(nn.Module):
         y = self.stripe_depthwise(x)
         if bn_is_folding(self.bn):
             weight, bias = fold_conv_bn(self.pointwise.weight, None, self.bn)
-            return F.relu(F.conv3d(y, weight, bias), inplace=True)
-        return F.relu(self.bn(self.pointwise(y)), inplace=True)
+            return conv3d_inference(y, weight, bias)
+        return batch_norm_relu(self.bn, self.pointwise(y))
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, num_stripes={self.num_stripes}"
