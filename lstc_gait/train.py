@@ -32,6 +32,7 @@ from lstc_gait.engine.optim import param_groups
 from lstc_gait.engine.runtime import (
     amp_dtype,
     autocast_factory,
+    keep_freed_memory,
     make_scaler,
     resolve_device,
     seed_everything,
@@ -216,8 +217,10 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None,
     t_start = time.perf_counter()
     tr = cfg.trainer
     device = resolve_device(tr.device, dist_info.local_rank)
-    if device.type == "cpu" and dist_info.enabled:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.world_size))
+    if device.type == "cpu":
+        keep_freed_memory()
+        if dist_info.enabled:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.world_size))
     seed_everything(int(cfg.seed))
     set_deterministic(bool(tr.deterministic))
     resolved = OmegaConf.to_container(cfg, resolve=True)

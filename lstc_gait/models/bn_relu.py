@@ -1,19 +1,23 @@
-"""Training-mode ``relu(batch_norm(x))`` as one autograd node, for channels_last_3d CPU activations.
+"""Training-mode ``cat([relu(bn_i(x_i)), ...])`` as one autograd node, for channels_last_3d CPU activations.
 
-Same math as ``F.relu(nn.BatchNorm3d(x))`` in training mode (batch statistics, biased variance
-for normalising, unbiased for the running estimate, the module's momentum rule). Why a custom
-node: on the project's 2-core CPU a full-resolution activation at batch 16 is 43-86 MB, every
-fresh buffer of that size is page-faulted in by the kernel (15-35 ms each, more than the
-arithmetic) and the library's BN + ReLU forward and backward allocate four of them and make
-about ten passes. Here, in the ``(positions, C)`` view channels_last_3d gives for free:
+Same math as ``torch.cat([F.relu(bn(x)) for bn, x in branches], dim=1)`` with ``nn.BatchNorm3d``
+in training mode (batch statistics, biased variance for normalising, unbiased for the running
+estimate, the module's momentum rule); a branch may also be a ready tensor, copied into place.
+A single branch is plain ``relu(bn(x))``.
 
-- statistics: one column sum and one ``x^T x`` matrix product (its diagonal is the sum of squares);
-- forward: ``addcmul`` into the output, ReLU in place (one new buffer);
-- backward: the ReLU mask applied into one new buffer, two reductions (a sum and a matrix
-  product), then ``dx = A*g + B*x + C`` per channel computed in place in that buffer.
+Why: on the project's 2-core CPU a full-resolution activation at batch 16 is 43-86 MB and the
+library's BN, ReLU, concatenation and their backward make about ten passes over it and allocate
+five such buffers (each page-faulted in by the kernel). Here, with the C kernels of
+``native/batch_norm_relu.c`` on the ``(positions, C)`` view channels_last_3d gives for free:
 
-The variance uses ``E[x^2] - mean^2`` accumulated by the fp32 matrix product (as the DDP
-GlobalBatchNorm does), accurate to ~1e-6 of ``E[x^2]``, ample for batch statistics.
+- forward: one pass for the per-channel sum and sum of squares, one pass writing
+  ``relu(x * scale + shift)`` straight into the branch's channel slice of the concatenated output;
+- backward: one pass for ``sum(g)`` and ``sum(g * x)`` over positions where the ReLU passed (the
+  mask is recomputed from ``x``, so the output is not kept), one pass writing ``dx = A*g + B*x + C``.
+
+The variance is ``E[x^2] - mean^2`` from double-accumulated sums. Without the C kernels (or for
+other devices, dtypes, autocast, or BatchNorm subclasses such as the DDP GlobalBatchNorm) the
+library ops run instead.
 """
 
 from __future__ import annotations
@@ -27,104 +31,165 @@ from torch.autograd.function import once_differentiable
 
 from .native import load_kernels
 
+BranchOutput = Tensor | tuple[nn.modules.batchnorm._BatchNorm, Tensor]
+_CL = torch.channels_last_3d
+
 
 def _rows(x: Tensor) -> Tensor:
     """``(N, C, T, H, W)`` channels_last_3d -> ``(N*T*H*W, C)`` view."""
     return x.permute(0, 2, 3, 4, 1).reshape(-1, x.shape[1])
 
 
-def _ptr(t: Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr())
+def _ptr(t: Tensor, offset: int = 0) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr() + offset * t.element_size())
 
 
-def _pair_sums(lib, name: str, tensors: tuple[Tensor, ...], p: int, c: int) -> tuple[Tensor, Tensor]:
-    """Run a two-sum C reduction; per-thread double partials summed here."""
-    threads = max(1, min(torch.get_num_threads(), p))
+def _threads(p: int) -> int:
+    return max(1, min(torch.get_num_threads(), p))
+
+
+def _sums(lib, name: str, args: tuple, p: int, c: int) -> tuple[Tensor, Tensor]:
+    """A two-sum C reduction; its per-thread double partials are added here (result in float64)."""
+    threads = _threads(p)
     first = torch.zeros(threads, c, dtype=torch.float64)
     second = torch.zeros(threads, c, dtype=torch.float64)
-    getattr(lib, name)(*map(_ptr, tensors), _ptr(first), _ptr(second), p, c, threads)
-    return first.sum(0).float(), second.sum(0).float()
+    getattr(lib, name)(*args, _ptr(first), _ptr(second), p, c, threads)
+    return first.sum(0), second.sum(0)
 
 
-class _BatchNormReLU(torch.autograd.Function):
+class _BatchNormReLUConcat(torch.autograd.Function):
+    """Inputs: per branch either ``(x, weight, bias)`` (kind "bn") or ``(t,)`` (kind "copy")."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,  # type: ignore[override]
-                stats_out: list) -> Tensor:
+    def forward(ctx, kinds: tuple[str, ...], eps: tuple[float, ...], stats_out: list,  # type: ignore[override]
+                *tensors: Tensor | None) -> Tensor:
         lib = load_kernels()
-        x2 = _rows(x)
-        p, c = x2.shape
-        if lib is not None:
-            total, total_sq = _pair_sums(lib, "bnr_stats", (x2,), p, c)
-        else:
-            total, total_sq = x2.sum(0), torch.mm(x2.t(), x2).diagonal()
-        mean = total / p
-        var = (total_sq / p - mean * mean).clamp_min_(0.0)
-        rstd = torch.rsqrt(var + eps)
-        scale = rstd if weight is None else rstd * weight.detach()
-        shift = -mean * scale if bias is None else bias.detach() - mean * scale
-        if lib is not None:
-            y2 = torch.empty_like(x2)
-            scale_c, shift_c = scale.contiguous(), shift.contiguous()
-            lib.bnr_forward(_ptr(x2), _ptr(y2), _ptr(scale_c), _ptr(shift_c), p, c, torch.get_num_threads())
-        else:
-            y2 = torch.addcmul(shift, x2, scale).clamp_min_(0.0)
-        y = y2.view(x.shape[0], x.shape[2], x.shape[3], x.shape[4], c).permute(0, 4, 1, 2, 3)
-        ctx.save_for_backward(x, y, mean, rstd, weight)
-        ctx.has_bias = bias is not None
-        stats_out.extend([mean, var, p])
-        return y
+        groups, i = [], 0
+        for kind in kinds:
+            width = 3 if kind == "bn" else 1
+            groups.append(tensors[i:i + width])
+            i += width
+        ref = groups[0][0]
+        n, _, t, h, w = ref.shape
+        widths = [g[0].shape[1] for g in groups]
+        total = sum(widths)
+        out = torch.empty((n, total, t, h, w), dtype=torch.float32, memory_format=_CL)
+        out2 = _rows(out)
+        p = out2.shape[0]
+        saved, meta, offset = [], [], 0
+        for kind, group, c, e in zip(kinds, groups, widths, eps, strict=True):
+            if kind == "copy":
+                out2[:, offset:offset + c].copy_(_rows(group[0].contiguous(memory_format=_CL)))
+                meta.append(None)
+            else:
+                x, weight, bias = group
+                x2 = _rows(x)
+                total_x, total_sq = _sums(lib, "bnr_stats", (_ptr(x2),), p, c)
+                # In float64: E[x^2] - mean^2 cancels badly in float32 when |mean| >> std.
+                mean64 = total_x / p
+                var = (total_sq / p - mean64 * mean64).clamp_min_(0.0).float()
+                mean = mean64.float()
+                rstd = torch.rsqrt(var + e)
+                scale = (rstd if weight is None else rstd * weight.detach()).contiguous()
+                shift = (-mean * scale if bias is None else bias.detach() - mean * scale).contiguous()
+                lib.bnr_forward(_ptr(x2), _ptr(out2, offset), total, _ptr(scale), _ptr(shift), p, c, _threads(p))
+                saved += [x, weight if weight is not None else torch.ones_like(rstd), mean, rstd, scale, shift]
+                meta.append((weight is not None, bias is not None))
+                stats_out.append((mean, var, p))
+            offset += c
+        ctx.save_for_backward(*saved)
+        ctx.kinds, ctx.widths, ctx.meta = kinds, widths, meta
+        return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_y: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         lib = load_kernels()
-        x, y, mean, rstd, weight = ctx.saved_tensors
-        x2, y2 = _rows(x), _rows(y)
-        g2 = _rows(grad_y.float().contiguous(memory_format=torch.channels_last_3d))
-        p, c = x2.shape
-        if lib is not None:
-            sum_g, sum_gx = _pair_sums(lib, "bnr_backward_reduce", (g2, y2, x2), p, c)
-        else:
-            gm = torch.ops.aten.threshold_backward(g2, y2, 0)  # ReLU's mask
-            sum_g, sum_gx = gm.sum(0), torch.mm(gm.t(), x2).diagonal()
-        # With xhat = (x - mean) * rstd:  dgamma = sum(g * xhat),  dbeta = sum(g),
-        # dx = gamma * rstd * (g - sum(g) / P - xhat * dgamma / P) = A*g + B*x + C per channel.
-        dgamma = rstd * (sum_gx - mean * sum_g)
-        gamma = torch.ones_like(rstd) if weight is None else weight.detach()
-        a = gamma * rstd
-        b = -a * rstd * dgamma / p
-        k = -a * sum_g / p - b * mean
-        if lib is not None:
-            dx2 = torch.empty_like(x2)
-            a, b, k = a.contiguous(), b.contiguous(), k.contiguous()
-            lib.bnr_backward_dx(_ptr(g2), _ptr(y2), _ptr(x2), _ptr(dx2), _ptr(a), _ptr(b), _ptr(k), p, c,
-                                torch.get_num_threads())
-        else:
-            dx2 = gm.mul_(a).addcmul_(x2, b).add_(k)
-        n, _, t, h, w = x.shape
-        dx = dx2.view(n, t, h, w, c).permute(0, 4, 1, 2, 3)
-        dweight = dgamma if (weight is not None and ctx.needs_input_grad[1]) else None
-        dbias = sum_g if (ctx.has_bias and ctx.needs_input_grad[2]) else None
-        return dx, dweight, dbias, None, None
+        g2 = _rows(grad_out.float().contiguous(memory_format=_CL))
+        p, total = g2.shape
+        saved = list(ctx.saved_tensors)
+        grads: list[Tensor | None] = []
+        offset = 0
+        for kind, c, meta in zip(ctx.kinds, ctx.widths, ctx.meta, strict=True):
+            if kind == "copy":
+                n, t, h, w = _frame_shape(grad_out)
+                grads.append(g2[:, offset:offset + c].reshape(n, t, h, w, c).permute(0, 4, 1, 2, 3))
+                offset += c
+                continue
+            x, gamma, mean, rstd, scale, shift = saved[:6]
+            del saved[:6]
+            x2 = _rows(x)
+            sum_g, sum_gx = _sums(lib, "bnr_backward_reduce",
+                                  (_ptr(g2, offset), total, _ptr(x2), _ptr(scale), _ptr(shift)), p, c)
+            # With xhat = (x - mean) * rstd:  dgamma = sum(g * xhat),  dbeta = sum(g),
+            # dx = gamma * rstd * (g - sum(g) / P - xhat * dgamma / P) = A*g + B*x + K per channel
+            # (coefficients in float64: sum(g*x) - mean*sum(g) cancels like the variance does).
+            rstd64, mean64 = rstd.double(), mean.double()
+            dgamma64 = rstd64 * (sum_gx - mean64 * sum_g)
+            a64 = gamma.detach().double() * rstd64
+            b64 = -a64 * rstd64 * dgamma64 / p
+            k64 = -a64 * sum_g / p - b64 * mean64
+            a, b, k = (v.float().contiguous() for v in (a64, b64, k64))
+            dgamma, sum_g = dgamma64.float(), sum_g.float()
+            dx = torch.empty_like(x, memory_format=_CL)
+            lib.bnr_backward_dx(_ptr(g2, offset), total, _ptr(x2), _ptr(scale), _ptr(shift), _ptr(dx),
+                                _ptr(a), _ptr(b), _ptr(k), p, c, _threads(p))
+            has_weight, has_bias = meta
+            grads += [dx, dgamma if has_weight else None, sum_g if has_bias else None]
+            offset += c
+        return (None, None, None, *grads)
 
 
-def _fusable(bn: nn.Module, x: Tensor) -> bool:
+def _frame_shape(x: Tensor) -> tuple[int, int, int, int]:
+    return x.shape[0], x.shape[2], x.shape[3], x.shape[4]
+
+
+def _fusable_bn(bn: nn.Module, x: Tensor) -> bool:
     return (type(bn) is nn.BatchNorm3d and bn.training and x.device.type == "cpu" and x.dtype == torch.float32
-            and x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d)
-            and not torch.is_autocast_enabled("cpu") and x.numel() > x.shape[1])
+            and x.dim() == 5 and x.is_contiguous(memory_format=_CL) and x.numel() > x.shape[1])
+
+
+def batch_norm_relu_concat(parts: list[BranchOutput]) -> Tensor:
+    """``cat([relu(bn(x)) for (bn, x) parts, t for tensor parts], dim=1)``; one fused node when possible."""
+    if not parts:
+        raise ValueError("batch_norm_relu_concat needs at least one branch")
+    shapes = {_frame_shape(p[1] if isinstance(p, tuple) else p) for p in parts}
+    fused = (len(shapes) == 1 and any(isinstance(p, tuple) for p in parts)
+             and not torch.is_autocast_enabled("cpu") and load_kernels() is not None
+             and all(_fusable_bn(*p) if isinstance(p, tuple)
+                     else (p.device.type == "cpu" and p.dtype == torch.float32 and p.dim() == 5) for p in parts))
+    if not fused:
+        outs = [F.relu(p[0](p[1]), inplace=True) if isinstance(p, tuple) else p for p in parts]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    kinds, eps, flat = [], [], []
+    for p in parts:
+        if isinstance(p, tuple):
+            bn, x = p
+            kinds.append("bn")
+            eps.append(float(bn.eps))
+            flat += [x, bn.weight, bn.bias]
+        else:
+            kinds.append("copy")
+            eps.append(0.0)
+            flat.append(p)
+    stats: list = []
+    out = _BatchNormReLUConcat.apply(tuple(kinds), tuple(eps), stats, *flat)
+    for (bn, _), (mean, var, count) in zip([p for p in parts if isinstance(p, tuple)], stats, strict=True):
+        _update_running_stats(bn, mean, var, count)
+    return out
 
 
 def batch_norm_relu(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
     """``relu(bn(x))``; the fused node in the cases it covers, the library ops otherwise."""
-    if not _fusable(bn, x):
-        return F.relu(bn(x), inplace=True)
-    stats: list = []
-    y = _BatchNormReLU.apply(x, bn.weight, bn.bias, bn.eps, stats)
-    if bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
-        mean, var, p = stats
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-            bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
-            bn.running_var.mul_(1 - m).add_(var * (p / max(p - 1, 1)), alpha=m)
-    return y
+    return batch_norm_relu_concat([(bn, x)])
+
+
+def _update_running_stats(bn: nn.modules.batchnorm._BatchNorm, mean: Tensor, var: Tensor, count: int) -> None:
+    """The running-estimate update nn.BatchNorm makes in training (unbiased variance, momentum rule)."""
+    if not (bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None):
+        return
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
+        bn.running_var.mul_(1 - m).add_(var * (count / max(count - 1, 1)), alpha=m)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bn_relu import batch_norm_relu
+from .bn_relu import BranchOutput, batch_norm_relu_concat
 from .layout import recording_graph, to_channels_last
 from .native import native_stem_available, native_stem_conv3d, stem_forward
 
@@ -78,7 +78,9 @@ class ConvBNReLU(nn.Sequential):
         super().__init__(conv, bn)
         self.relu = relu
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def branch_output(self, x: Tensor) -> BranchOutput:
+        """The activated output, or in training ``(bn, conv output)`` for a block to normalise,
+        activate and concatenate in one node (``bn_relu.batch_norm_relu_concat``)."""
         conv: nn.Conv3d = self[0]
         bn: nn.BatchNorm3d = self[1]
         native_stem = (conv.bias is None and not recording_graph() and not torch.is_autocast_enabled("cpu")
@@ -91,9 +93,13 @@ class ConvBNReLU(nn.Sequential):
             return conv3d_inference(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups,
                                     relu=self.relu)
         y = native_stem_conv3d(x, conv.weight) if native_stem else conv(x)
-        if self.relu:
-            return batch_norm_relu(bn, to_channels_last(y))
-        return bn(y)
+        if not self.relu:
+            return bn(y)
+        return (bn, to_channels_last(y))
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        out = self.branch_output(x)
+        return out if isinstance(out, Tensor) else batch_norm_relu_concat([out])
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: tuple[int, int, int] | int,

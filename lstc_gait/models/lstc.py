@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .bn_relu import batch_norm_relu
+from .bn_relu import BranchOutput, batch_norm_relu_concat
 from .convbn import bn_is_folding, conv3d_inference, fold_conv_bn
 from .fastops import depthwise_conv3d
 from .layout import recording_graph
@@ -96,12 +96,17 @@ class LSTC(nn.Module):
         """The depthwise part alone (stripe-local, 'same' size)."""
         return stripe_depthwise_conv3d(x, self.depthwise.weight, self.num_stripes)
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def branch_output(self, x: Tensor) -> BranchOutput:
+        """The activated output, or in training ``(bn, pointwise output)`` (see ConvBNReLU.branch_output)."""
         y = self.stripe_depthwise(x)
         if bn_is_folding(self.bn):
             weight, bias = fold_conv_bn(self.pointwise.weight, None, self.bn)
             return conv3d_inference(y, weight, bias)
-        return batch_norm_relu(self.bn, self.pointwise(y))
+        return (self.bn, self.pointwise(y))
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        out = self.branch_output(x)
+        return out if isinstance(out, Tensor) else batch_norm_relu_concat([out])
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, num_stripes={self.num_stripes}"

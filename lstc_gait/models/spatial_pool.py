@@ -1,6 +1,7 @@
 """2x2 spatial max-pool between the backbone's blocks, ``MaxPool3d((1, 2, 2))`` semantics.
 
-At inference the pool is the elementwise maximum of the four strided sub-grids: on the
+On CPU float32 the C kernel (native/max_pool.py) runs both directions. Otherwise, at inference
+the pool is the elementwise maximum of the four strided sub-grids: on the
 channels_last_3d activations the model uses, that is 2-18x faster than the library max-pool on
 the project's 2-core CPU (docs/performance.md), which also builds an index tensor nobody needs.
 Training keeps the library op (its backward routes each gradient to the single maximum; the
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layout import recording_graph
+from .native import native_max_pool_available, native_max_pool_hw2
 
 
 def max_pool_hw2(x: Tensor) -> Tensor:
@@ -28,6 +30,10 @@ class SpatialMaxPool2(nn.Module):
     """``(N, C, T, H, W) -> (N, C, T, H // 2, W // 2)``; no parameters."""
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
-        if (torch.is_grad_enabled() and x.requires_grad) or recording_graph():
+        if recording_graph():
+            return F.max_pool3d(x, (1, 2, 2))
+        if not torch.is_autocast_enabled("cpu") and native_max_pool_available(x):
+            return native_max_pool_hw2(x)
+        if torch.is_grad_enabled() and x.requires_grad:
             return F.max_pool3d(x, (1, 2, 2))
         return max_pool_hw2(x)

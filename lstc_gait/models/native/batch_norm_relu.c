@@ -1,9 +1,13 @@
 /* Training-mode BatchNorm + ReLU passes over channels-last float32 activations, for lstc_gait.
  *
- * The activation is viewed as rows x C (rows = N*T*H*W positions, channels innermost). Each
+ * The activation x is viewed as P rows x C (rows = N*T*H*W positions, channels innermost). The
+ * output y and the gradient g may be channel slices of wider rows (row strides ldy, ldg): that
+ * is how a block writes its branches straight into the concatenated tensor its fuse conv reads.
+ * The ReLU mask is recomputed from x (relu passes where x * scale + shift > 0, with the same
+ * inline expression as the forward), so the output need not be kept for the backward. Each
  * function is one pass over memory, split by rows over OpenMP threads; per-channel sums are
  * accumulated in float over blocks of ROWS rows and then in double, which bounds the rounding.
- * Compiled and loaded at run time by native/build.py; math in native/batch_norm_relu.py.
+ * Compiled and loaded at run time by native/build.py; math in models/bn_relu.py.
  */
 #include <omp.h>
 #include <stdint.h>
@@ -11,6 +15,8 @@
 
 typedef int64_t i64;
 #define ROWS 256
+
+static inline float bn_affine(float x, float scale, float shift) { return x * scale + shift; }
 
 /* sum[c] = sum_p x[p,c], sumsq[c] = sum_p x[p,c]^2; out arrays: (threads, C) doubles, zeroed. */
 void bnr_stats(const float *restrict x, double *restrict sum, double *restrict sumsq,
@@ -40,23 +46,24 @@ void bnr_stats(const float *restrict x, double *restrict sum, double *restrict s
     }
 }
 
-/* y = max(x * scale + shift, 0) per channel. */
-void bnr_forward(const float *restrict x, float *restrict y, const float *restrict scale,
+/* y[p, c] (row stride ldy) = max(x[p, c] * scale[c] + shift[c], 0). */
+void bnr_forward(const float *restrict x, float *restrict y, i64 ldy, const float *restrict scale,
                  const float *restrict shift, i64 P, i64 C, i64 threads) {
     #pragma omp parallel for num_threads((int)threads) schedule(static)
     for (i64 p = 0; p < P; ++p) {
         const float *restrict row = x + p * C;
-        float *restrict out = y + p * C;
+        float *restrict out = y + p * ldy;
         for (i64 c = 0; c < C; ++c) {
-            const float v = row[c] * scale[c] + shift[c];
+            const float v = bn_affine(row[c], scale[c], shift[c]);
             out[c] = v > 0.0f ? v : 0.0f;
         }
     }
 }
 
-/* Over positions where y > 0 (ReLU passed): sum_g[c] += g, sum_gx[c] += g * x.
+/* Over positions where the ReLU passed: sum_g[c] += g, sum_gx[c] += g * x (g row stride ldg).
  * Out arrays: (threads, C) doubles, zeroed. */
-void bnr_backward_reduce(const float *restrict g, const float *restrict y, const float *restrict x,
+void bnr_backward_reduce(const float *restrict g, i64 ldg, const float *restrict x,
+                         const float *restrict scale, const float *restrict shift,
                          double *restrict sum_g, double *restrict sum_gx, i64 P, i64 C, i64 threads) {
     #pragma omp parallel num_threads((int)threads)
     {
@@ -69,9 +76,9 @@ void bnr_backward_reduce(const float *restrict g, const float *restrict y, const
             memset(fs, 0, sizeof(float) * C);
             memset(fq, 0, sizeof(float) * C);
             for (i64 p = p0; p < p1; ++p) {
-                const float *restrict gr = g + p * C, *restrict yr = y + p * C, *restrict xr = x + p * C;
+                const float *restrict gr = g + p * ldg, *restrict xr = x + p * C;
                 for (i64 c = 0; c < C; ++c) {
-                    const float gm = yr[c] > 0.0f ? gr[c] : 0.0f;
+                    const float gm = bn_affine(xr[c], scale[c], shift[c]) > 0.0f ? gr[c] : 0.0f;
                     fs[c] += gm;
                     fq[c] += gm * xr[c];
                 }
@@ -84,16 +91,16 @@ void bnr_backward_reduce(const float *restrict g, const float *restrict y, const
     }
 }
 
-/* dx = (y > 0 ? g : 0) * a + x * b + k per channel. */
-void bnr_backward_dx(const float *restrict g, const float *restrict y, const float *restrict x,
-                     float *restrict dx, const float *restrict a, const float *restrict b,
-                     const float *restrict k, i64 P, i64 C, i64 threads) {
+/* dx = (relu passed ? g : 0) * a + x * b + k per channel (g row stride ldg, dx rows of C). */
+void bnr_backward_dx(const float *restrict g, i64 ldg, const float *restrict x, const float *restrict scale,
+                     const float *restrict shift, float *restrict dx, const float *restrict a,
+                     const float *restrict b, const float *restrict k, i64 P, i64 C, i64 threads) {
     #pragma omp parallel for num_threads((int)threads) schedule(static)
     for (i64 p = 0; p < P; ++p) {
-        const float *restrict gr = g + p * C, *restrict yr = y + p * C, *restrict xr = x + p * C;
+        const float *restrict gr = g + p * ldg, *restrict xr = x + p * C;
         float *restrict out = dx + p * C;
         for (i64 c = 0; c < C; ++c) {
-            const float gm = yr[c] > 0.0f ? gr[c] : 0.0f;
+            const float gm = bn_affine(xr[c], scale[c], shift[c]) > 0.0f ? gr[c] : 0.0f;
             out[c] = gm * a[c] + xr[c] * b[c] + k[c];
         }
     }

@@ -27,7 +27,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("stripe_depthwise.c", "batch_norm_relu.c"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("stripe_depthwise.c", "batch_norm_relu.c",
+                                                                   "pointwise_fuse.c", "max_pool.c"))
 FLAGS = ("-O3", "-funroll-loops", "-march=native", "-std=gnu11", "-fopenmp", "-shared", "-fPIC")
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
@@ -36,10 +37,13 @@ _SIGNATURES = {
     "sdw_backward_weight": [_PTR, _PTR, _PTR, _PTR] + [_I64] * 11,
     "stem_forward": [_PTR, _PTR, _PTR, _I64, _PTR] + [_I64] * 9,
     "stem_backward_weight": [_PTR, _PTR, _PTR, _PTR] + [_I64] * 9,
+    "pointwise_fuse": [_PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _I64, _I64],
+    "maxpool2_forward": [_PTR, _PTR] + [_I64] * 5,
+    "maxpool2_backward": [_PTR, _PTR, _PTR] + [_I64] * 5,
     "bnr_stats": [_PTR, _PTR, _PTR] + [_I64] * 3,
-    "bnr_forward": [_PTR, _PTR, _PTR, _PTR] + [_I64] * 3,
-    "bnr_backward_reduce": [_PTR, _PTR, _PTR, _PTR, _PTR] + [_I64] * 3,
-    "bnr_backward_dx": [_PTR] * 7 + [_I64] * 3,
+    "bnr_forward": [_PTR, _PTR, _I64, _PTR, _PTR] + [_I64] * 3,
+    "bnr_backward_reduce": [_PTR, _I64] + [_PTR] * 5 + [_I64] * 3,
+    "bnr_backward_dx": [_PTR, _I64] + [_PTR] * 7 + [_I64] * 3,
 }
 
 _lock = threading.Lock()
