@@ -10,12 +10,13 @@ library's BN, ReLU, concatenation and their backward make about ten passes over 
 five such buffers (each page-faulted in by the kernel). Here, with the C kernels of
 ``native/batch_norm_relu.c`` on the ``(positions, C)`` view channels_last_3d gives for free:
 
-- forward: one pass for the per-channel sum and sum of squares, one pass writing
+- forward: one pass for the per-channel sum and sum of squares (shifted by the first row, so
+  ``|mean| >> std`` does not cancel), one pass writing
   ``relu(x * scale + shift)`` straight into the branch's channel slice of the concatenated output;
 - backward: one pass for ``sum(g)`` and ``sum(g * x)`` over positions where the ReLU passed (the
   mask is recomputed from ``x``, so the output is not kept), one pass writing ``dx = A*g + B*x + C``.
 
-The variance is ``E[x^2] - mean^2`` from double-accumulated sums. Without the C kernels (or for
+Sums are accumulated in double. Without the C kernels (or for
 other devices, dtypes, autocast, or BatchNorm subclasses such as the DDP GlobalBatchNorm) the
 library ops run instead.
 """
@@ -84,11 +85,11 @@ class _BatchNormReLUConcat(torch.autograd.Function):
             else:
                 x, weight, bias = group
                 x2 = _rows(x)
-                total_x, total_sq = _sums(lib, "bnr_stats", (_ptr(x2),), p, c)
-                # In float64: E[x^2] - mean^2 cancels badly in float32 when |mean| >> std.
-                mean64 = total_x / p
-                var = (total_sq / p - mean64 * mean64).clamp_min_(0.0).float()
-                mean = mean64.float()
+                ref = x2[0].contiguous()  # sums of x - ref: no cancellation when |mean| >> std
+                total_x, total_sq = _sums(lib, "bnr_stats", (_ptr(x2), _ptr(ref)), p, c)
+                shifted_mean = total_x / p
+                var = (total_sq / p - shifted_mean * shifted_mean).clamp_min_(0.0).float()
+                mean = (ref.double() + shifted_mean).float()
                 rstd = torch.rsqrt(var + e)
                 scale = (rstd if weight is None else rstd * weight.detach()).contiguous()
                 shift = (-mean * scale if bias is None else bias.detach() - mean * scale).contiguous()

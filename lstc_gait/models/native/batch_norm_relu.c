@@ -18,9 +18,12 @@ typedef int64_t i64;
 
 static inline float bn_affine(float x, float scale, float shift) { return x * scale + shift; }
 
-/* sum[c] = sum_p x[p,c], sumsq[c] = sum_p x[p,c]^2; out arrays: (threads, C) doubles, zeroed. */
-void bnr_stats(const float *restrict x, double *restrict sum, double *restrict sumsq,
-               i64 P, i64 C, i64 threads) {
+/* Shifted sums: sum[c] = sum_p (x[p,c] - ref[c]), sumsq[c] = sum_p (x[p,c] - ref[c])^2, with ref a
+ * value near the mean (the caller passes the first row): the variance is then sumsq/P - (sum/P)^2
+ * without the cancellation E[x^2] - mean^2 suffers when |mean| >> std. Out arrays: (threads, C)
+ * doubles, zeroed. */
+void bnr_stats(const float *restrict x, const float *restrict ref, double *restrict sum,
+               double *restrict sumsq, i64 P, i64 C, i64 threads) {
     #pragma omp parallel num_threads((int)threads)
     {
         const i64 nth = omp_get_num_threads(), id = omp_get_thread_num();
@@ -34,8 +37,9 @@ void bnr_stats(const float *restrict x, double *restrict sum, double *restrict s
             for (i64 p = p0; p < p1; ++p) {
                 const float *restrict row = x + p * C;
                 for (i64 c = 0; c < C; ++c) {
-                    fs[c] += row[c];
-                    fq[c] += row[c] * row[c];
+                    const float d = row[c] - ref[c];
+                    fs[c] += d;
+                    fq[c] += d * d;
                 }
             }
             for (i64 c = 0; c < C; ++c) {
