@@ -122,7 +122,8 @@ def test_batch_norm_relu_concat_matches_library(mean_shift):
     g = torch.randn(ref.shape, generator=gen)
     (out * g).sum().backward()
     (ref * g).sum().backward()
-    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
+    # inputs near 50 carry float32 rounding of ~4e-6 per operation (ulp(50)), hence atol 1e-4
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-5)
     for a, b in zip(xa + [ra], xb + [rb], strict=True):
         torch.testing.assert_close(a.grad, b.grad, atol=2e-5, rtol=1e-4)
     for a, b in zip(bns, refs, strict=True):

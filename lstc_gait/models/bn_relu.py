@@ -94,7 +94,8 @@ class _BatchNormReLUConcat(torch.autograd.Function):
                 scale = (rstd if weight is None else rstd * weight.detach()).contiguous()
                 shift = (-mean * scale if bias is None else bias.detach() - mean * scale).contiguous()
                 lib.bnr_forward(_ptr(x2), _ptr(out2, offset), total, _ptr(scale), _ptr(shift), p, c, _threads(p))
-                saved += [x, weight if weight is not None else torch.ones_like(rstd), mean, rstd, scale, shift]
+                saved += [x, weight if weight is not None else torch.ones_like(rstd), ref, shifted_mean, rstd, scale,
+                          shift]
                 meta.append((weight is not None, bias is not None))
                 stats_out.append((mean, var, p))
             offset += c
@@ -117,16 +118,16 @@ class _BatchNormReLUConcat(torch.autograd.Function):
                 grads.append(g2[:, offset:offset + c].reshape(n, t, h, w, c).permute(0, 4, 1, 2, 3))
                 offset += c
                 continue
-            x, gamma, mean, rstd, scale, shift = saved[:6]
-            del saved[:6]
+            x, gamma, ref, shifted_mean, rstd, scale, shift = saved[:7]
+            del saved[:7]
             x2 = _rows(x)
-            sum_g, sum_gx = _sums(lib, "bnr_backward_reduce",
-                                  (_ptr(g2, offset), total, _ptr(x2), _ptr(scale), _ptr(shift)), p, c)
+            sum_g, sum_gxr = _sums(lib, "bnr_backward_reduce",
+                                   (_ptr(g2, offset), total, _ptr(x2), _ptr(ref), _ptr(scale), _ptr(shift)), p, c)
             # With xhat = (x - mean) * rstd:  dgamma = sum(g * xhat),  dbeta = sum(g),
-            # dx = gamma * rstd * (g - sum(g) / P - xhat * dgamma / P) = A*g + B*x + K per channel
-            # (coefficients in float64: sum(g*x) - mean*sum(g) cancels like the variance does).
-            rstd64, mean64 = rstd.double(), mean.double()
-            dgamma64 = rstd64 * (sum_gx - mean64 * sum_g)
+            # dx = gamma * rstd * (g - sum(g) / P - xhat * dgamma / P) = A*g + B*x + K per channel;
+            # sum(g * (x - mean)) = sum(g * (x - ref)) - (mean - ref) * sum(g), all in float64.
+            rstd64, mean64 = rstd.double(), ref.double() + shifted_mean
+            dgamma64 = rstd64 * (sum_gxr - shifted_mean * sum_g)
             a64 = gamma.detach().double() * rstd64
             b64 = -a64 * rstd64 * dgamma64 / p
             k64 = -a64 * sum_g / p - b64 * mean64

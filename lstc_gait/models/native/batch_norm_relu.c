@@ -64,9 +64,9 @@ void bnr_forward(const float *restrict x, float *restrict y, i64 ldy, const floa
     }
 }
 
-/* Over positions where the ReLU passed: sum_g[c] += g, sum_gx[c] += g * x (g row stride ldg).
- * Out arrays: (threads, C) doubles, zeroed. */
-void bnr_backward_reduce(const float *restrict g, i64 ldg, const float *restrict x,
+/* Over positions where the ReLU passed: sum_g[c] += g, sum_gx[c] += g * (x - ref) (g row stride
+ * ldg; ref as in bnr_stats, against the same cancellation). Out arrays: (threads, C) doubles, zeroed. */
+void bnr_backward_reduce(const float *restrict g, i64 ldg, const float *restrict x, const float *restrict ref,
                          const float *restrict scale, const float *restrict shift,
                          double *restrict sum_g, double *restrict sum_gx, i64 P, i64 C, i64 threads) {
     #pragma omp parallel num_threads((int)threads)
@@ -84,7 +84,7 @@ void bnr_backward_reduce(const float *restrict g, i64 ldg, const float *restrict
                 for (i64 c = 0; c < C; ++c) {
                     const float gm = bn_affine(xr[c], scale[c], shift[c]) > 0.0f ? gr[c] : 0.0f;
                     fs[c] += gm;
-                    fq[c] += gm * xr[c];
+                    fq[c] += gm * (xr[c] - ref[c]);
                 }
             }
             for (i64 c = 0; c < C; ++c) {

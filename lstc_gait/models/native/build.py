@@ -42,7 +42,7 @@ _SIGNATURES = {
     "maxpool2_backward": [_PTR, _PTR, _PTR] + [_I64] * 5,
     "bnr_stats": [_PTR, _PTR, _PTR, _PTR] + [_I64] * 3,
     "bnr_forward": [_PTR, _PTR, _I64, _PTR, _PTR] + [_I64] * 3,
-    "bnr_backward_reduce": [_PTR, _I64] + [_PTR] * 5 + [_I64] * 3,
+    "bnr_backward_reduce": [_PTR, _I64] + [_PTR] * 6 + [_I64] * 3,
     "bnr_backward_dx": [_PTR, _I64] + [_PTR] * 7 + [_I64] * 3,
 }
 
