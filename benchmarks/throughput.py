@@ -463,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--cache", default=None, help="lstc_gait data cache dir for the loader measurement")
     ap.add_argument("--loader-workers", type=int, default=2)
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="apply lstc_gait.engine.runtime.keep_freed_memory() first (process-wide glibc malloc "
+                         "setting the train/extract/evaluate commands use; both implementations benefit)")
     ap.add_argument("--no-bf16", action="store_true",
                     help="skip the bf16 autocast columns (20-50x slower than fp32 on CPUs without bf16 kernels)")
     args = ap.parse_args(argv)
@@ -481,7 +484,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(machine_line())
     from lstc_gait.models.fastops import cpu_bf16_supported
+    from lstc_gait.models.native import load_kernels
     print(f"oneDNN native bf16 kernels on this CPU: {cpu_bf16_supported()}")
+    print(f"lstc_gait C kernels: {'built and used' if load_kernels() is not None else 'unavailable (PyTorch fallback)'}")
+    if args.keep_freed_memory:
+        from lstc_gait.engine.runtime import keep_freed_memory
+        print(f"glibc keep_freed_memory(): {keep_freed_memory()}")
+    else:
+        print("allocator: default glibc settings (as in a plain Python process)")
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"matmul peak (1024^3 mm, best of ~1 s): fp32 {peaks['fp32']:.1f} GFLOP/s, "
           f"bf16 {peaks['bf16']:.1f} GFLOP/s")
