@@ -49,6 +49,7 @@ def stripe_reference(x: torch.Tensor, w: torch.Tensor, stripes: int) -> torch.Te
 
 @pytest.mark.parametrize("shape,kernel,stripes", [
     ((2, 16, 5, 13, 7), (3, 7, 3), 3),   # blocked channels, taller last stripe
+    ((2, 16, 3, 8, 22), (3, 7, 3), 4),   # wide rows: the 8-column register blocks of kW == 3
     ((2, 8, 4, 16, 9), (3, 5, 3), 8),    # blocked, 2-row stripes (kernel taller than a stripe)
     ((3, 5, 4, 16, 6), (3, 5, 3), 8),    # generic channel loop
     ((2, 3, 6, 9, 5), (1, 3, 5), 1),     # one stripe, flat in time

@@ -107,7 +107,8 @@ static void weight_grad_any_c(const float *restrict x, const float *restrict g, 
     }
 }
 
-#define WB 4 /* output columns per register block */
+#define WB 4  /* output columns per register block (any kW) */
+#define WB3 8 /* output columns per register block when kW == 3 */
 
 /* Forward for C % 8 == 0: per (frame, row, 8-channel block, 4 columns), 4 accumulators. */
 static void forward_c8(const float *restrict x, const float *restrict k, float *restrict y,
@@ -125,8 +126,23 @@ static void forward_c8(const float *restrict x, const float *restrict k, float *
             for (i64 cb = 0; cb < C; cb += 8) {
                 i64 w = 0;
                 for (; w < W; ) {
-                    /* a block whose taps all stay inside [0, W) runs without checks */
-                    if (w >= pw && w + WB - 1 + pw < W) {
+                    /* kW == 3 (every kernel of the default model): 8 columns per block, the 10
+                     * input vectors of a kernel row loaded once for its 3 taps */
+                    if (kW == 3 && w >= 1 && w + WB3 < W) {
+                        v8 acc[WB3] = {0};
+                        for (i64 a = a0; a < a1; ++a) {
+                            for (i64 b = b0; b < b1; ++b) {
+                                const float *xp = x + (((n * T + t + a - pt) * H + r + b - ph) * W + w - 1) * C + cb;
+                                const float *k_row = k + ((a * kH + b) * 3) * C + cb;
+                                const v8 k0 = LOAD8(k_row), k1 = LOAD8(k_row + C), k2 = LOAD8(k_row + 2 * C);
+                                v8 xv[WB3 + 2];
+                                for (int j = 0; j < WB3 + 2; ++j) xv[j] = LOAD8(xp + j * C);
+                                for (int j = 0; j < WB3; ++j) acc[j] += xv[j] * k0 + xv[j + 1] * k1 + xv[j + 2] * k2;
+                            }
+                        }
+                        for (int j = 0; j < WB3; ++j) STORE8(out_row + (w + j) * C + cb, acc[j]);
+                        w += WB3;
+                    } else if (w >= pw && w + WB - 1 + pw < W) { /* taps inside [0, W): no checks */
                         v8 acc[WB] = {0};
                         for (i64 a = a0; a < a1; ++a) {
                             for (i64 b = b0; b < b1; ++b) {
