@@ -94,3 +94,15 @@ def test_gradients_flow_and_errors():
         LSTP(4, "median")
     with pytest.raises(ValueError, match="topk"):
         LSTP(4, "hard", topk=0)
+
+
+@pytest.mark.parametrize("height,stripes", [(16, 8), (16, 4), (13, 4)])
+def test_channels_last_input_gives_the_same_stripe_features(height, stripes):
+    # channels_last_3d with equal stripes takes a separate reduction path
+    x = torch.randn(2, 5, 3, height, 7)
+    pool = LSTP(stripes, "soft")
+    ref = pool.stripe_features(x)
+    got = pool.stripe_features(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
+    for s, (a, b) in enumerate(stripe_bounds(height, stripes)):
+        torch.testing.assert_close(got[..., s], x[:, :, :, a:b].mean(dim=(3, 4)), atol=1e-6, rtol=1e-6)

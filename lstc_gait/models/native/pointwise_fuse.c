@@ -18,7 +18,7 @@ typedef int64_t i64;
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
 #define LOAD8(p) (*(const v8 *)(p))
 #define STORE8(p, v) (*(v8 *)(p) = (v))
-#define PB 4
+#define PB 8 /* positions per block: 8 independent accumulator chains cover the FMA latency */
 #define MAXC 1024
 
 /* out[j, :] = act(bias + sum_k v[j, k] * wt[k, :]) for j < PB; v rows have stride K (PB rows,
@@ -28,15 +28,12 @@ static void small_gemm(const float *restrict v, i64 K, const float *restrict wt,
     i64 ob = 0;
     for (; ob + 8 <= N; ob += 8) {
         const v8 b0 = LOAD8(bias + ob);
-        v8 acc0 = b0, acc1 = b0, acc2 = b0, acc3 = b0;
+        v8 acc[PB];
+        for (int j = 0; j < PB; ++j) acc[j] = b0;
         for (i64 k = 0; k < K; ++k) {
             const v8 w = LOAD8(wt + k * N + ob);
-            acc0 += v[k] * w;
-            acc1 += v[K + k] * w;
-            acc2 += v[2 * K + k] * w;
-            acc3 += v[3 * K + k] * w;
+            for (int j = 0; j < PB; ++j) acc[j] += v[j * K + k] * w;
         }
-        v8 acc[PB] = {acc0, acc1, acc2, acc3};
         for (i64 j = 0; j < rows; ++j) {
             float *o = out + j * ldo + ob;
             STORE8(o, acc[j]);
