@@ -105,8 +105,6 @@ class AsymmetricBlock(nn.Module):
             return False
         if isinstance(self.branch_joint, LSTC) and not bn_is_folding(self.branch_joint.bn):
             return False
-        if sum(b is not None for b in (self.branch_temporal, self.branch_spatial)) > 2:
-            return False
         return load_kernels() is not None
 
     def _forward_native_tail(self, x: Tensor, time_mask: Tensor | None) -> Tensor:

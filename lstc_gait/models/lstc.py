@@ -4,11 +4,13 @@ A depthwise ``(kT, kH, kW)`` convolution runs inside each height stripe with zer
 stripe edge (nothing leaks across stripes), then a pointwise ``1x1x1`` convolution mixes channels,
 followed by BatchNorm and ReLU. State-dict keys: ``depthwise.weight``, ``pointwise.weight``, ``bn.*``.
 
-Speed: the stripes are folded into the batch axis so one depthwise convolution with ordinary
-'same' padding handles all equal-height stripes at once (its zero padding is then exactly the
-stripe-edge padding). When ``H`` is not divisible by ``S`` the taller last stripe runs as a second
-convolution. Measured against a zero-row-gap formulation (one conv over stripes separated by
-``kH // 2`` zero rows), folding was several times faster for forward+backward at the real shapes.
+Speed: on CPU float32 the C kernel of ``native/stripe_depthwise.c`` clips every tap at its stripe's
+edges, on the data in place. Elsewhere (other devices and dtypes, autocast, export, no compiler)
+the stripes are folded into the batch axis so one depthwise convolution with ordinary 'same'
+padding handles all equal-height stripes at once (its zero padding is then exactly the stripe-edge
+padding); when ``H`` is not divisible by ``S`` the taller last stripe runs as a second convolution.
+Folding beat a zero-row-gap layout (stripes separated by ``kH // 2`` zero rows) several times for
+forward+backward at the real shapes; the C kernel beat folding 3x (docs/performance.md).
 """
 
 from __future__ import annotations
