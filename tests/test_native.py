@@ -272,3 +272,41 @@ def test_build_goes_to_the_cache_atomically(monkeypatch, tmp_path):
     assert lib is not None
     files = [p.name for p in tmp_path.iterdir()]
     assert len(files) == 1 and files[0].startswith("lstc_gait_kernels-") and files[0].endswith(".so")
+
+
+def test_buffer_pool_reuses_only_released_buffers(monkeypatch):
+    from lstc_gait.models.native import buffers
+
+    monkeypatch.setattr(buffers, "_free_lists", {})
+    shape = (2, 8, 30, 64, 44)  # 5.4 MB: above the pooling threshold
+    a = buffers.empty_channels_last(shape)
+    assert a.shape == shape and a.is_contiguous(memory_format=CL)
+    b = buffers.empty_channels_last(shape)
+    assert a.data_ptr() != b.data_ptr()
+    ptr = a.data_ptr()
+    view = a[:, :3]  # a view keeps the buffer in use
+    del a
+    c = buffers.empty_channels_last(shape)
+    assert c.data_ptr() != ptr
+    del view
+    d = buffers.empty_channels_last(shape)
+    assert d.data_ptr() == ptr  # released: handed out again
+    del b, c, d
+    assert buffers.release_buffers() == 3 * 4 * 2 * 8 * 30 * 64 * 44
+    small = buffers.empty_channels_last((1, 2, 3, 4, 5))  # small: plain torch.empty
+    assert small.is_contiguous(memory_format=CL) and not buffers._free_lists.get(120)
+
+
+def test_buffer_pool_stays_under_its_cap(monkeypatch):
+    from lstc_gait.models.native import buffers
+
+    monkeypatch.setattr(buffers, "_free_lists", {})
+    monkeypatch.setenv("LSTC_GAIT_BUFFER_POOL_MB", "12")  # room for two 5.4 MB buffers
+    for frames in range(20, 30):  # varying lengths, as padded evaluation batches have
+        x = buffers.empty_channels_last((2, 8, frames, 64, 44))
+        del x
+    pooled = sum(4 * n * len(a) for n, a in buffers._free_lists.items())
+    assert 0 < pooled <= 12 * 2 ** 20
+    held = [buffers.empty_channels_last((2, 8, 30, 64, 44)) for _ in range(4)]  # more than fits
+    assert all(h.shape == (2, 8, 30, 64, 44) for h in held)
+    assert sum(4 * n * len(a) for n, a in buffers._free_lists.items()) <= 12 * 2 ** 20

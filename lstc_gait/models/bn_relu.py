@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .native import load_kernels
+from .native.buffers import empty_channels_last
 
 BranchOutput = Tensor | tuple[nn.modules.batchnorm._BatchNorm, Tensor]
 _CL = torch.channels_last_3d
@@ -74,7 +75,7 @@ class _BatchNormReLUConcat(torch.autograd.Function):
         n, _, t, h, w = ref.shape
         widths = [g[0].shape[1] for g in groups]
         total = sum(widths)
-        out = torch.empty((n, total, t, h, w), dtype=torch.float32, memory_format=_CL)
+        out = empty_channels_last((n, total, t, h, w))
         out2 = _rows(out)
         p = out2.shape[0]
         saved, meta, offset = [], [], 0
@@ -133,7 +134,7 @@ class _BatchNormReLUConcat(torch.autograd.Function):
             k64 = -a64 * sum_g / p - b64 * mean64
             a, b, k = (v.float().contiguous() for v in (a64, b64, k64))
             dgamma, sum_g = dgamma64.float(), sum_g.float()
-            dx = torch.empty_like(x, memory_format=_CL)
+            dx = empty_channels_last(x.shape)
             lib.bnr_backward_dx(_ptr(g2, offset), total, _ptr(x2), _ptr(scale), _ptr(shift), _ptr(dx),
                                 _ptr(a), _ptr(b), _ptr(k), p, c, _threads(p))
             has_weight, has_bias = meta

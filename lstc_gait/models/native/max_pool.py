@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .buffers import empty_channels_last
 from .build import load_kernels
 
 _CL = torch.channels_last_3d
@@ -38,7 +39,7 @@ class _MaxPool2(torch.autograd.Function):
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
         xc = x.contiguous(memory_format=_CL)
         n, c, t, h, w = x.shape
-        y = torch.empty((n, c, t, h // 2, w // 2), dtype=x.dtype, memory_format=_CL)
+        y = empty_channels_last((n, c, t, h // 2, w // 2))
         load_kernels().maxpool2_forward(_ptr(xc), _ptr(y), *_args(xc))
         ctx.save_for_backward(xc)
         return y
@@ -48,7 +49,7 @@ class _MaxPool2(torch.autograd.Function):
     def backward(ctx, grad_y: Tensor):  # type: ignore[override]
         (xc,) = ctx.saved_tensors
         g = grad_y.float().contiguous(memory_format=_CL)
-        gx = torch.empty_like(xc, memory_format=_CL)
+        gx = empty_channels_last(xc.shape)
         load_kernels().maxpool2_backward(_ptr(xc), _ptr(g), _ptr(gx), *_args(xc))
         return gx
 

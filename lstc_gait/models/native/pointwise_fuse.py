@@ -14,6 +14,7 @@ import ctypes
 import torch
 from torch import Tensor
 
+from .buffers import empty_channels_last
 from .build import load_kernels
 
 _CL = torch.channels_last_3d
@@ -58,7 +59,7 @@ def pointwise_fuse(direct: list[Tensor], joint: Tensor | None, joint_weight: Ten
         raise ValueError("pointwise_fuse supports at most 1024 concatenated channels")
     if wf.shape[0] != sum(chans) + cz:
         raise ValueError(f"fuse weight takes {wf.shape[0]} channels, branches give {sum(chans) + cz}")
-    out = torch.empty((n, cout, t, h, w), dtype=torch.float32, memory_format=_CL)
+    out = empty_channels_last((n, cout, t, h, w))
     p = n * t * h * w
     lib.pointwise_fuse(_ptr(rows[0]), chans[0], _ptr(rows[1]), chans[1], _ptr(j_rows), cj, _ptr(wj), _ptr(bj), cz,
                        _ptr(wf), _ptr(bf), cout, _ptr(out), p, max(1, min(torch.get_num_threads(), p)))

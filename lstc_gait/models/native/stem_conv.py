@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .buffers import empty_channels_last
 from .build import load_kernels
 
 _CL = torch.channels_last_3d
@@ -52,7 +53,7 @@ def stem_forward(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bo
     k = weight[:, 0].permute(1, 2, 3, 0).contiguous()  # (kT, kH, kW, C)
     b = None if bias is None else bias.detach().float().contiguous()
     n, _, t, h, w = x.shape
-    y = torch.empty((n, weight.shape[0], t, h, w), dtype=torch.float32, memory_format=_CL)
+    y = empty_channels_last((n, weight.shape[0], t, h, w))
     lib.stem_forward(_ptr(xc), _ptr(k), _ptr(b), int(relu), _ptr(y), *_geometry(x, weight), _threads(x))
     return y
 

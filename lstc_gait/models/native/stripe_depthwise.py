@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .buffers import empty_channels_last
 from .build import load_kernels
 
 _CL = torch.channels_last_3d
@@ -56,7 +57,7 @@ class _StripeDepthwise(torch.autograd.Function):
         lib = load_kernels()
         xc = x.contiguous(memory_format=_CL)
         k = _kernel_last(weight)
-        y = torch.empty_like(xc, memory_format=_CL)
+        y = empty_channels_last(xc.shape)
         geo = _geometry(xc, weight, num_stripes)
         lib.sdw_forward(_ptr(xc), _ptr(k), _ptr(y), *geo, _threads(geo[0] * geo[1]))
         ctx.save_for_backward(xc, weight)
@@ -75,7 +76,7 @@ class _StripeDepthwise(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # The transpose of this conv is the same conv with the kernel flipped in T, H and W.
             k = _kernel_last(weight.flip((2, 3, 4)))
-            grad_x = torch.empty_like(xc, memory_format=_CL)
+            grad_x = empty_channels_last(xc.shape)
             lib.sdw_forward(_ptr(g), _ptr(k), _ptr(grad_x), *geo, threads)
         if ctx.needs_input_grad[1]:
             c, (k_t, k_h, k_w) = weight.shape[0], weight.shape[2:]
