@@ -6,5 +6,15 @@ from .pointwise_fuse import pointwise_fuse
 from .stem_conv import native_stem_available, native_stem_conv3d, stem_forward
 from .stripe_depthwise import native_stripe_depthwise_available, native_stripe_depthwise_conv3d
 
-__all__ = ["load_kernels", "native_enabled", "native_max_pool_available", "native_max_pool_hw2", "pointwise_fuse", "native_stem_available", "native_stem_conv3d", "stem_forward",
-           "native_stripe_depthwise_available", "native_stripe_depthwise_conv3d"]
+__all__ = [
+    "load_kernels",
+    "native_enabled",
+    "native_max_pool_available",
+    "native_max_pool_hw2",
+    "native_stem_available",
+    "native_stem_conv3d",
+    "native_stripe_depthwise_available",
+    "native_stripe_depthwise_conv3d",
+    "pointwise_fuse",
+    "stem_forward",
+]
