@@ -23,8 +23,6 @@ library ops run instead.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,6 +30,7 @@ from torch.autograd.function import once_differentiable
 
 from .native import load_kernels
 from .native.buffers import empty_channels_last
+from .native.call_args import pointer, thread_count
 
 BranchOutput = Tensor | tuple[nn.modules.batchnorm._BatchNorm, Tensor]
 _CL = torch.channels_last_3d
@@ -42,20 +41,12 @@ def _rows(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 4, 1).reshape(-1, x.shape[1])
 
 
-def _ptr(t: Tensor, offset: int = 0) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr() + offset * t.element_size())
-
-
-def _threads(p: int) -> int:
-    return max(1, min(torch.get_num_threads(), p))
-
-
 def _sums(lib, name: str, args: tuple, p: int, c: int) -> tuple[Tensor, Tensor]:
     """A two-sum C reduction; its per-thread double partials are added here (result in float64)."""
-    threads = _threads(p)
+    threads = thread_count(p)
     first = torch.zeros(threads, c, dtype=torch.float64)
     second = torch.zeros(threads, c, dtype=torch.float64)
-    getattr(lib, name)(*args, _ptr(first), _ptr(second), p, c, threads)
+    getattr(lib, name)(*args, pointer(first), pointer(second), p, c, threads)
     return first.sum(0), second.sum(0)
 
 
@@ -87,14 +78,14 @@ class _BatchNormReLUConcat(torch.autograd.Function):
                 x, weight, bias = group
                 x2 = _rows(x)
                 ref = x2[0].contiguous()  # sums of x - ref: no cancellation when |mean| >> std
-                total_x, total_sq = _sums(lib, "bnr_stats", (_ptr(x2), _ptr(ref)), p, c)
+                total_x, total_sq = _sums(lib, "bnr_stats", (pointer(x2), pointer(ref)), p, c)
                 shifted_mean = total_x / p
                 var = (total_sq / p - shifted_mean * shifted_mean).clamp_min_(0.0).float()
                 mean = (ref.double() + shifted_mean).float()
                 rstd = torch.rsqrt(var + e)
                 scale = (rstd if weight is None else rstd * weight.detach()).contiguous()
                 shift = (-mean * scale if bias is None else bias.detach() - mean * scale).contiguous()
-                lib.bnr_forward(_ptr(x2), _ptr(out2, offset), total, _ptr(scale), _ptr(shift), p, c, _threads(p))
+                lib.bnr_forward(pointer(x2), pointer(out2, offset), total, pointer(scale), pointer(shift), p, c, thread_count(p))
                 saved += [x, weight if weight is not None else torch.ones_like(rstd), ref, shifted_mean, rstd, scale,
                           shift]
                 meta.append((weight is not None, bias is not None))
@@ -123,7 +114,7 @@ class _BatchNormReLUConcat(torch.autograd.Function):
             del saved[:7]
             x2 = _rows(x)
             sum_g, sum_gxr = _sums(lib, "bnr_backward_reduce",
-                                   (_ptr(g2, offset), total, _ptr(x2), _ptr(ref), _ptr(scale), _ptr(shift)), p, c)
+                                   (pointer(g2, offset), total, pointer(x2), pointer(ref), pointer(scale), pointer(shift)), p, c)
             # With xhat = (x - mean) * rstd:  dgamma = sum(g * xhat),  dbeta = sum(g),
             # dx = gamma * rstd * (g - sum(g) / P - xhat * dgamma / P) = A*g + B*x + K per channel;
             # sum(g * (x - mean)) = sum(g * (x - ref)) - (mean - ref) * sum(g), all in float64.
@@ -135,8 +126,8 @@ class _BatchNormReLUConcat(torch.autograd.Function):
             a, b, k = (v.float().contiguous() for v in (a64, b64, k64))
             dgamma, sum_g = dgamma64.float(), sum_g.float()
             dx = empty_channels_last(x.shape)
-            lib.bnr_backward_dx(_ptr(g2, offset), total, _ptr(x2), _ptr(scale), _ptr(shift), _ptr(dx),
-                                _ptr(a), _ptr(b), _ptr(k), p, c, _threads(p))
+            lib.bnr_backward_dx(pointer(g2, offset), total, pointer(x2), pointer(scale), pointer(shift), pointer(dx),
+                                pointer(a), pointer(b), pointer(k), p, c, thread_count(p))
             has_weight, has_bias = meta
             grads += [dx, dgamma if has_weight else None, sum_g if has_bias else None]
             offset += c

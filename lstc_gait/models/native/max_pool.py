@@ -7,14 +7,13 @@ indices and zero-fills the full-size input gradient before scattering into it.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .buffers import empty_channels_last
 from .build import load_kernels
+from .call_args import pointer, thread_count
 
 _CL = torch.channels_last_3d
 
@@ -25,13 +24,9 @@ def native_max_pool_available(x: Tensor) -> bool:
             and x.shape[4] >= 2 and load_kernels() is not None)
 
 
-def _ptr(t: Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr())
-
-
 def _args(x: Tensor) -> tuple[int, int, int, int, int]:
     n, c, t, h, w = x.shape
-    return n * t, h, w, c, max(1, min(torch.get_num_threads(), n * t))
+    return n * t, h, w, c, thread_count(n * t)
 
 
 class _MaxPool2(torch.autograd.Function):
@@ -40,7 +35,7 @@ class _MaxPool2(torch.autograd.Function):
         xc = x.contiguous(memory_format=_CL)
         n, c, t, h, w = x.shape
         y = empty_channels_last((n, c, t, h // 2, w // 2))
-        load_kernels().maxpool2_forward(_ptr(xc), _ptr(y), *_args(xc))
+        load_kernels().maxpool2_forward(pointer(xc), pointer(y), *_args(xc))
         ctx.save_for_backward(xc)
         return y
 
@@ -50,7 +45,7 @@ class _MaxPool2(torch.autograd.Function):
         (xc,) = ctx.saved_tensors
         g = grad_y.float().contiguous(memory_format=_CL)
         gx = empty_channels_last(xc.shape)
-        load_kernels().maxpool2_backward(_ptr(xc), _ptr(g), _ptr(gx), *_args(xc))
+        load_kernels().maxpool2_backward(pointer(xc), pointer(g), pointer(gx), *_args(xc))
         return gx
 
 

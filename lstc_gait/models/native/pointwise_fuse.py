@@ -9,23 +9,18 @@ position from the branch outputs directly (tests/test_native.py compares with th
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import Tensor
 
 from .buffers import empty_channels_last
 from .build import load_kernels
+from .call_args import pointer, thread_count
 
 _CL = torch.channels_last_3d
 
 
 def _rows(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=_CL).permute(0, 2, 3, 4, 1).reshape(-1, x.shape[1])
-
-
-def _ptr(t: Tensor | None) -> ctypes.c_void_p | None:
-    return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
 def _matrix_t(w: Tensor) -> Tensor:
@@ -61,6 +56,6 @@ def pointwise_fuse(direct: list[Tensor], joint: Tensor | None, joint_weight: Ten
         raise ValueError(f"fuse weight takes {wf.shape[0]} channels, branches give {sum(chans) + cz}")
     out = empty_channels_last((n, cout, t, h, w))
     p = n * t * h * w
-    lib.pointwise_fuse(_ptr(rows[0]), chans[0], _ptr(rows[1]), chans[1], _ptr(j_rows), cj, _ptr(wj), _ptr(bj), cz,
-                       _ptr(wf), _ptr(bf), cout, _ptr(out), p, max(1, min(torch.get_num_threads(), p)))
+    lib.pointwise_fuse(pointer(rows[0]), chans[0], pointer(rows[1]), chans[1], pointer(j_rows), cj, pointer(wj), pointer(bj), cz,
+                       pointer(wf), pointer(bf), cout, pointer(out), p, thread_count(p))
     return out

@@ -10,14 +10,13 @@ L1. tests/test_native.py compares values and gradients with ``F.conv3d``.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .buffers import empty_channels_last
 from .build import load_kernels
+from .call_args import channels_last_kernel, kernel_gradient, pointer, thread_count
 
 _CL = torch.channels_last_3d
 
@@ -33,28 +32,24 @@ def native_stem_available(x: Tensor, weight: Tensor, padding, stride, dilation, 
             and load_kernels() is not None)
 
 
-def _ptr(t: Tensor | None) -> ctypes.c_void_p | None:
-    return None if t is None else ctypes.c_void_p(t.data_ptr())
-
-
 def _geometry(x: Tensor, weight: Tensor) -> tuple[int, ...]:
     n, _, t, h, w = x.shape
     return (n, t, h, w, weight.shape[0], *weight.shape[2:])
 
 
 def _threads(x: Tensor) -> int:
-    return max(1, min(torch.get_num_threads(), x.shape[0] * x.shape[2]))
+    return thread_count(x.shape[0] * x.shape[2])
 
 
 def stem_forward(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
     """``conv3d(x, weight, bias, padding=k//2)`` (+ ReLU), channels_last_3d output; no autograd."""
     lib = load_kernels()
     xc = x.contiguous()  # (N, 1, T, H, W): the same memory in either layout
-    k = weight[:, 0].permute(1, 2, 3, 0).contiguous()  # (kT, kH, kW, C)
+    k = channels_last_kernel(weight)
     b = None if bias is None else bias.detach().float().contiguous()
     n, _, t, h, w = x.shape
     y = empty_channels_last((n, weight.shape[0], t, h, w))
-    lib.stem_forward(_ptr(xc), _ptr(k), _ptr(b), int(relu), _ptr(y), *_geometry(x, weight), _threads(x))
+    lib.stem_forward(pointer(xc), pointer(k), pointer(b), int(relu), pointer(y), *_geometry(x, weight), _threads(x))
     return y
 
 
@@ -75,14 +70,12 @@ class _StemConv(torch.autograd.Function):
             grad_x = torch.nn.grad.conv3d_input(x.shape, weight, g, padding=ctx.padding)
         if ctx.needs_input_grad[1]:
             lib = load_kernels()
-            threads = _threads(x)
-            c, (k_t, k_h, k_w) = weight.shape[0], weight.shape[2:]
-            size = k_t * k_h * k_w * c
-            acc = torch.zeros(threads, size, dtype=torch.float64)
-            scratch = torch.empty(threads, size, dtype=torch.float32)
             xc = x.contiguous()
-            lib.stem_backward_weight(_ptr(xc), _ptr(g), _ptr(acc), _ptr(scratch), *_geometry(x, weight), threads)
-            grad_w = acc.sum(0).view(k_t, k_h, k_w, c).permute(3, 0, 1, 2).unsqueeze(1).to(weight.dtype)
+            geo = _geometry(x, weight)
+            grad_w = kernel_gradient(
+                lambda acc, scratch, threads: lib.stem_backward_weight(pointer(xc), pointer(g), acc, scratch, *geo,
+                                                                       threads),
+                weight, _threads(x))
         return grad_x, grad_w, None
 
 

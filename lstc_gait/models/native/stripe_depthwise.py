@@ -11,14 +11,13 @@ ctypes releases the GIL for the call.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .buffers import empty_channels_last
 from .build import load_kernels
+from .call_args import channels_last_kernel, kernel_gradient, pointer, thread_count
 
 _CL = torch.channels_last_3d
 
@@ -30,11 +29,6 @@ def native_stripe_depthwise_available(x: Tensor, weight: Tensor) -> bool:
             and all(k % 2 == 1 for k in weight.shape[2:]) and load_kernels() is not None)
 
 
-def _ptr(t: Tensor) -> ctypes.c_void_p:
-    """Raw data pointer; the caller keeps ``t`` referenced until the C call returns."""
-    return ctypes.c_void_p(t.data_ptr())
-
-
 def _geometry(x: Tensor, weight: Tensor, num_stripes: int) -> tuple[int, ...]:
     n, c, t, h_total, w = x.shape
     k_t, k_h, k_w = weight.shape[2:]
@@ -42,24 +36,15 @@ def _geometry(x: Tensor, weight: Tensor, num_stripes: int) -> tuple[int, ...]:
     return n, t, h_total, w, c, k_t, k_h, k_w, num_stripes, h
 
 
-def _kernel_last(weight: Tensor) -> Tensor:
-    """``(C, 1, kT, kH, kW) -> (kT, kH, kW, C)`` contiguous (channels innermost, like the data)."""
-    return weight[:, 0].permute(1, 2, 3, 0).contiguous()
-
-
-def _threads(frames: int) -> int:
-    return max(1, min(torch.get_num_threads(), frames))
-
-
 class _StripeDepthwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, num_stripes: int) -> Tensor:  # type: ignore[override]
         lib = load_kernels()
         xc = x.contiguous(memory_format=_CL)
-        k = _kernel_last(weight)
+        k = channels_last_kernel(weight)
         y = empty_channels_last(xc.shape)
         geo = _geometry(xc, weight, num_stripes)
-        lib.sdw_forward(_ptr(xc), _ptr(k), _ptr(y), *geo, _threads(geo[0] * geo[1]))
+        lib.sdw_forward(pointer(xc), pointer(k), pointer(y), *geo, thread_count(geo[0] * geo[1]))
         ctx.save_for_backward(xc, weight)
         ctx.num_stripes = num_stripes
         return y
@@ -71,20 +56,17 @@ class _StripeDepthwise(torch.autograd.Function):
         xc, weight = ctx.saved_tensors
         g = grad_y.to(torch.float32).contiguous(memory_format=_CL)
         geo = _geometry(xc, weight, ctx.num_stripes)
-        threads = _threads(geo[0] * geo[1])
+        threads = thread_count(geo[0] * geo[1])
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             # The transpose of this conv is the same conv with the kernel flipped in T, H and W.
-            k = _kernel_last(weight.flip((2, 3, 4)))
+            k = channels_last_kernel(weight.flip((2, 3, 4)))
             grad_x = empty_channels_last(xc.shape)
-            lib.sdw_forward(_ptr(g), _ptr(k), _ptr(grad_x), *geo, threads)
+            lib.sdw_forward(pointer(g), pointer(k), pointer(grad_x), *geo, threads)
         if ctx.needs_input_grad[1]:
-            c, (k_t, k_h, k_w) = weight.shape[0], weight.shape[2:]
-            size = k_t * k_h * k_w * c
-            acc = torch.zeros(threads, size, dtype=torch.float64)  # one accumulator per thread
-            scratch = torch.empty(threads, size, dtype=torch.float32)
-            lib.sdw_backward_weight(_ptr(xc), _ptr(g), _ptr(acc), _ptr(scratch), *geo, threads)
-            grad_w = acc.sum(0).view(k_t, k_h, k_w, c).permute(3, 0, 1, 2).unsqueeze(1).to(weight.dtype)
+            grad_w = kernel_gradient(
+                lambda acc, scratch, n: lib.sdw_backward_weight(pointer(xc), pointer(g), acc, scratch, *geo, n),
+                weight, threads)
         return grad_x, grad_w, None
 
 
