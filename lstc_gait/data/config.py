@@ -22,9 +22,9 @@ from lstc_gait.data.synthetic import SynthParams
 from .augment import AugmentConfig
 from .cache import SequenceCache, read_meta
 from .datasets import TestSequenceDataset, TrainSequenceDataset
+from .frame_sampling import SAMPLING_MODES
 from .layouts import LAYOUTS
 from .prepare import DEFAULT_MIN_FRAMES, prepare_cache
-from .sampling import SAMPLING_MODES
 from .splits import SPLIT_PROTOCOLS, CacheSplit, split_index
 
 log = logging.getLogger(__name__)

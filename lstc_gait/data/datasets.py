@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from .augment import AugmentConfig, apply_augment
 from .cache import FRAME_SHAPE, SequenceCache
-from .sampling import SAMPLING_MODES, sample_frame_indices
+from .frame_sampling import SAMPLING_MODES, sample_frame_indices
 
 
 def _column_window(width: int) -> slice:
