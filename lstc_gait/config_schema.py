@@ -61,6 +61,7 @@ class PoolingConfig:
 
 @dataclass
 class LossConfig:
+    """The ``loss`` node: :class:`lstc_gait.engine.losses.GaitLoss` arguments (CE + batch-hard triplet)."""
     _target_: str = "lstc_gait.engine.losses.GaitLoss"
     ce_weight: float = 1.0
     triplet_weight: float = 1.0
@@ -81,6 +82,7 @@ class SamplerConfig:
 
 @dataclass
 class OptimizerConfig:
+    """The ``trainer.optimizer`` node: a partial ``torch.optim`` optimizer (AdamW by default)."""
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True
     lr: float = 3e-4
@@ -102,6 +104,7 @@ class SchedulerConfig:
 
 @dataclass
 class EMAConfig:
+    """The ``trainer.ema`` node: an exponential moving average of the weights, evaluated and saved."""
     enabled: bool = True
     decay: float = 0.995
     warmup: bool = True  # effective decay min(decay, (1 + n) / (10 + n)) so early averages are not stale
@@ -109,6 +112,7 @@ class EMAConfig:
 
 @dataclass
 class TrainerConfig:
+    """The ``trainer`` node: device, processes, budget, intervals, precision and the optimizer."""
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     strategy: str = "single"  # single | ddp
     devices: int = 1  # processes for strategy=ddp (spawned unless launched by torchrun)
@@ -134,6 +138,7 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
+    """The ``eval`` node: distance, batch size and the metric that picks ``best.pt``."""
     metric: str = "euclidean"  # euclidean | cosine
     batch_size: int = 8
     monitor: str = "auto"  # metric that picks best.pt; auto = mean of the probe sets' rank-1
@@ -142,6 +147,7 @@ class EvalConfig:
 
 @dataclass
 class TrackingConfig:
+    """The ``tracking`` node: an :class:`lstc_gait.tracking.mlflow.MLflowTracker` (``tracking=none``: a NullTracker)."""
     _target_: str = "lstc_gait.tracking.mlflow.MLflowTracker"
     enabled: bool = True
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<paths.output_dir>/mlflow.db
@@ -151,12 +157,14 @@ class TrackingConfig:
 
 @dataclass
 class PathsConfig:
+    """The ``paths`` node shared by every command: data and output folders."""
     data_dir: str = "outputs/data"  # prepared caches and generated synthetic datasets
     output_dir: str = "outputs"  # run dirs and the default MLflow store
 
 
 @dataclass
 class TrainConfig:
+    """The typed root of ``conf/config.yaml`` (registered as ``train_schema``)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     pooling: PoolingConfig = field(default_factory=PoolingConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)

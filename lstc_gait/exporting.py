@@ -43,23 +43,45 @@ class EmbeddingModel(nn.Module):
         self.model = model
 
     def forward(self, silhouettes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Embed silhouettes.
+
+        Args:
+            silhouettes: float (N, 1, T, H, W) in [0, 1], zero-padded in time.
+            lengths: int64 (N,) valid frames per sequence.
+
+        Returns:
+            float (N, D) embeddings.
+        """
         return self.model(silhouettes, lengths)["embedding"]
 
 
 @dataclass
 class ParityResult:
+    """Per-shape agreement of an export with eager mode.
+
+    Attributes:
+        backend: What was compared (``TorchScript (script)``, ``ONNX (onnxruntime)``).
+        rows: (batch, frames, min cosine, max abs difference) per checked shape.
+    """
     backend: str
     rows: list[tuple[int, int, float, float]] = field(default_factory=list)  # batch, frames, min cos, max abs diff
 
     @property
     def min_cosine(self) -> float:
+        """The worst per-sample cosine similarity over all shapes."""
         return min((r[2] for r in self.rows), default=float("nan"))
 
     @property
     def passed(self) -> bool:
+        """Whether every shape reached :data:`PARITY_THRESHOLD`."""
         return bool(self.rows) and self.min_cosine >= PARITY_THRESHOLD
 
     def format(self) -> str:
+        """The result as a small text table.
+
+        Returns:
+            Printable text ending with PASS or FAIL.
+        """
         lines = [f"parity {self.backend} vs eager (cosine >= {PARITY_THRESHOLD}):",
                  "  batch  frames  min cosine    max |diff|"]
         lines += [f"  {n:5d}  {t:6d}  {c:.8f}  {d:.3e}" for n, t, c, d in self.rows]
@@ -168,6 +190,11 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, height: int = 
 
 
 def onnx_available() -> bool:
+    """Whether the ``onnx`` package is installed.
+
+    Returns:
+        True when it can be imported.
+    """
     return importlib.util.find_spec("onnx") is not None
 
 

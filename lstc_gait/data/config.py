@@ -34,6 +34,10 @@ EVALUATION_PROTOCOLS = ("casia_b", "ou_mvlp", "retrieval")
 
 @dataclass
 class DatasetConfig:
+    """The ``dataset`` node: where the raw data is, how it is cached, split, sampled and evaluated.
+
+    The evaluation protocols are CASIA-B (Yu et al. 2006) and OU-MVLP (Takemura et al. 2018).
+    """
     name: str = "synthetic"
     # where the raw silhouettes are; `roots` combines several (e.g. one folder per camera view)
     layout: str = "auto"  # auto | flat | casia_b | ou_mvlp | opengait
@@ -59,6 +63,14 @@ class DatasetConfig:
     synthetic: SynthParams | None = None
 
     def validate(self) -> "DatasetConfig":
+        """Check the values that have fixed choices or ranges.
+
+        Returns:
+            This config.
+
+        Raises:
+            ValueError: Naming the first bad ``dataset.*`` key.
+        """
         checks = [
             ("layout", self.layout, ("auto", *LAYOUTS)),
             ("split", self.split, SPLIT_PROTOCOLS),
@@ -77,6 +89,11 @@ class DatasetConfig:
         return self
 
     def all_roots(self) -> list[str]:
+        """The raw data folders: ``roots`` when given, else ``[root]`` (or none for synthetic data).
+
+        Returns:
+            The folders as given.
+        """
         return list(self.roots) if self.roots else ([self.root] if self.root else [])
 
 
@@ -94,6 +111,15 @@ def dataset_config_from(node: Any) -> DatasetConfig:
 
 
 def default_cache_dir(cfg: DatasetConfig, data_dir: Path) -> Path:
+    """The default cache folder of a raw dataset: ``<data_dir>/cache/<name>-<hash of layout and roots>``.
+
+    Args:
+        cfg: The dataset config.
+        data_dir: ``paths.data_dir``.
+
+    Returns:
+        The folder (not created).
+    """
     roots = [os.path.abspath(r) for r in cfg.all_roots()]
     digest = hashlib.sha1(json.dumps([cfg.layout, roots]).encode()).hexdigest()[:10]
     return Path(data_dir) / "cache" / f"{cfg.name}-{digest}"

@@ -70,6 +70,14 @@ class BatchSampler:
         return batches
 
     def num_batches(self, epoch: int) -> int:
+        """Global batches in ``epoch``.
+
+        Args:
+            epoch: The epoch.
+
+        Returns:
+            The count.
+        """
         return len(self.global_batches(epoch))
 
     def __len__(self) -> int:
@@ -95,9 +103,19 @@ class BatchSampler:
             yield [(int(pos), int(s)) for pos, s in batch[lo:lo + self.local_batch_size]]
 
     def state_dict(self) -> dict[str, int]:
+        """The sampler's position.
+
+        Returns:
+            ``{"epoch", "start", "seed"}``.
+        """
         return {"epoch": self.epoch, "start": self.start, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at a saved position.
+
+        Args:
+            state: From :meth:`state_dict`.
+        """
         self.set_epoch(state["epoch"], state.get("start", 0))
 
     # ------------------------------------------------------------------ helpers

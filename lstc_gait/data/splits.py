@@ -113,6 +113,7 @@ class CacheSplit:
 
     @property
     def num_classes(self) -> int:
+        """Training subjects (classifier width)."""
         return len(self.train_subjects)
 
 

@@ -41,6 +41,15 @@ class BatchHardTripletLoss(nn.Module):
         self.distance = distance
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The batch-hard triplet loss (Hermans et al. 2017).
+
+        Args:
+            embeddings: float (N, D) (or (N, ...), flattened by the distance).
+            labels: int64 (N,) identities.
+
+        Returns:
+            Scalar loss (zero, still differentiable, when no anchor has both a positive and a negative).
+        """
         dist = pairwise_distance(embeddings, embeddings, self.distance)
         same = labels[:, None] == labels[None, :]
         eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
@@ -75,6 +84,19 @@ class GaitLoss(nn.Module):
         self.triplet = BatchHardTripletLoss(margin, distance)
 
     def forward(self, outputs: dict[str, Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The weighted loss of one batch.
+
+        Args:
+            outputs: The model's dict: ``logits`` float (N, classes) (BNNeck, Luo et al. 2019) and
+                ``embedding`` float (N, D).
+            labels: int64 (N,) class indices.
+
+        Returns:
+            (total scalar loss, detached terms ``{"ce", "triplet"}`` for logging).
+
+        Raises:
+            ValueError: ``ce_weight > 0`` but the model has no classifier.
+        """
         parts: dict[str, Tensor] = {}
         total: Tensor | None = None
         if self.ce_weight > 0:

@@ -121,6 +121,12 @@ class SweepParentCallback(Callback):
 
     # Hydra calls this in the launching process, before the launcher starts any job.
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Open the sweep's parent run before any job starts (launching process).
+
+        Args:
+            config: The sweep's composed config (with ``hydra``).
+            **kwargs: Hydra's extra arguments.
+        """
         enabled, uri, experiment, artifact_location = tracking_settings(config)
         sweep_dir = str(OmegaConf.select(config, "hydra.sweep.dir", default="multirun"))
         if not enabled:
@@ -154,6 +160,12 @@ class SweepParentCallback(Callback):
         log.info("MLflow sweep parent run %s (%s, experiment %s)", run_id, uri, experiment)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Write the comparison to the parent run and close it.
+
+        Args:
+            config: The sweep's composed config.
+            **kwargs: Hydra's extra arguments.
+        """
         self._finalize()
 
     # Hydra calls this in the job's own process after the task returned or raised.
