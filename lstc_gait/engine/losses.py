@@ -10,7 +10,20 @@ DISTANCES = ("euclidean", "sqeuclidean", "cosine")
 
 
 def pairwise_distance(x: Tensor, y: Tensor, kind: str = "euclidean") -> Tensor:
-    """(N, M) distances between the rows of x (N, D) and y (M, D), in float32."""
+    """Differentiable pairwise distances for the training losses (evaluation uses
+    :func:`lstc_gait.evaluation.metrics.pairwise_distance`, a bit-stable chunked search instead).
+
+    Args:
+        x: float (N, D).
+        y: float (M, D).
+        kind: ``euclidean``, ``sqeuclidean`` or ``cosine`` (1 - cosine similarity).
+
+    Returns:
+        float32 (N, M).
+
+    Raises:
+        ValueError: Unknown ``kind``.
+    """
     x, y = x.float(), y.float()
     if kind == "cosine":
         return 1.0 - F.normalize(x, dim=1) @ F.normalize(y, dim=1).t()
