@@ -163,6 +163,8 @@ class TestRows:
         split: Text naming the dataset and split, for table headers.
     """
 
+    __test__ = False  # not a pytest test class despite its name
+
     cache: Any
     rows: np.ndarray
     width: int = 44
