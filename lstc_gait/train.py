@@ -28,13 +28,17 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from lstc_gait.engine.device import resolve_device
+    from lstc_gait.engine.distributed import torchrun_env
     from lstc_gait.engine.runtime import configure_process
     from lstc_gait.engine.trainer import monitor_value
     from lstc_gait.pipelines.train import job_info_from_hydra
 
     def body() -> float | None:
-        if cfg.trainer.strategy != "ddp" or int(cfg.trainer.devices) == 1:  # spawned workers set their own
-            configure_process(resolve_device(cfg.trainer.device), bool(cfg.trainer.deterministic))
+        env = torchrun_env() if cfg.trainer.strategy == "ddp" else None
+        if env is not None or cfg.trainer.strategy != "ddp" or int(cfg.trainer.devices) == 1:
+            # this process trains (spawned DDP workers configure themselves)
+            configure_process(resolve_device(cfg.trainer.device, env.local_rank if env else 0),
+                              bool(cfg.trainer.deterministic), env.world_size if env else 1)
         result = launch(cfg, Path(HydraConfig.get().runtime.output_dir), job_info_from_hydra())
         return None if result is None or not result.metrics else monitor_value(result.metrics, cfg.eval.monitor)
 

@@ -190,6 +190,7 @@ def test_callback_records_jobs_that_never_opened_a_run(tmp_path):
     # job 0 opened its run and died without closing it; job 1 crashed before opening one
     client.create_run(exp, run_name="pooling=hard", tags={"mlflow.parentRunId": parent,
                                                            "lstc_gait.overrides": "pooling=hard",
+                                                           "lstc_gait.overrides_json": '{"pooling": "hard"}',
                                                            "lstc_gait.run_dir": str(sweep_dir / "0")})
     job1 = OmegaConf.merge(base, {"hydra": {"runtime": {"output_dir": str(sweep_dir / "1")},
                                             "overrides": {"task": ["pooling=soft"]}}})
