@@ -43,6 +43,7 @@ class LayoutError(ValueError):
 
 
 def is_image_file(name: str) -> bool:
+    """Whether a file name has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .cache import REPORT_FILE, EmptyCacheError
 from .layouts import read_partition
 
 SPLIT_PROTOCOLS: tuple[str, ...] = ("casia_b", "ou_mvlp", "partition", "random")
@@ -113,6 +114,7 @@ class CacheSplit:
 
     @property
     def num_classes(self) -> int:
+        """Number of training subjects (classes)."""
         return len(self.train_subjects)
 
 
@@ -124,7 +126,15 @@ def split_index(
     seed: int = 0,
 ) -> CacheSplit:
     """Split a cache index (column ``subject``) into training and test rows; labels follow the
-    sorted training subjects (``train_subjects[label]``). Subjects in neither set are left out."""
+    sorted training subjects (``train_subjects[label]``). Subjects in neither set are left out.
+
+    Raises:
+        EmptyCacheError: The index is empty.
+        ValueError: The protocol cannot split these subjects (the message says why).
+    """
+    if len(index) == 0:
+        raise EmptyCacheError("no sequence to split: the cache is empty (prepare skipped everything; "
+                              f"its {REPORT_FILE} says why)")
     subjects = index["subject"].astype(str).to_numpy()
     train, test = split_subjects(subjects, protocol, partition_file, test_fraction, seed)
     label_of = {s: i for i, s in enumerate(train)}
