@@ -110,10 +110,12 @@ def test_empty_result_is_one_line_naming_causes_and_report(tmp_path):
     cache = open_cache(cache_dir)
     with pytest.raises(EmptyCacheError, match="unsupported image mode CMYK.*prepare_report.csv"):
         build_datasets(cache, {"name": "x", "root": str(root), "split": "casia_b"})
-    from lstc_gait.data import split_index
+    from lstc_gait.data import split_index, split_subjects
 
     with pytest.raises(EmptyCacheError, match="cache is empty"):
         split_index(cache.index, "random")
+    with pytest.raises(EmptyCacheError, match="cache is empty"):  # train.py splits subjects directly
+        split_subjects(cache.index.subject, "casia_b")
 
 
 def test_resume_skips_done_and_keeps_report(casia_tree, tmp_path):

@@ -79,10 +79,28 @@ def split_subjects(
     test_fraction: float = 0.5,
     seed: int = 0,
 ) -> tuple[list[str], list[str]]:
-    """(train_subjects, test_subjects), sorted and never overlapping."""
+    """Split subject ids by a protocol.
+
+    Args:
+        subjects: Subject ids (repeats allowed, e.g. a cache index's ``subject`` column).
+        protocol: One of :data:`SPLIT_PROTOCOLS`.
+        partition_file: The partition JSON (``partition`` protocol).
+        test_fraction: Share of test subjects (``random`` protocol).
+        seed: Seed of the ``random`` protocol.
+
+    Returns:
+        ``(train_subjects, test_subjects)``, sorted and never overlapping.
+
+    Raises:
+        EmptyCacheError: No subject at all (the cache is empty).
+        ValueError: The protocol cannot split these subjects (the message says why).
+    """
     uniq = sorted({str(s) for s in subjects})
     if protocol not in SPLIT_PROTOCOLS:
         raise ValueError(f"unknown split protocol {protocol!r}; choose one of {', '.join(SPLIT_PROTOCOLS)}")
+    if not uniq:
+        raise EmptyCacheError("no subject to split: the cache is empty (prepare skipped everything; "
+                              f"its {REPORT_FILE} says why)")
     if protocol != "partition" and len(uniq) < 2:
         raise ValueError(f"a {protocol} split needs at least 2 subjects, got {len(uniq)}")
     if protocol == "casia_b":
