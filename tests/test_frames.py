@@ -14,6 +14,7 @@ from lstc_gait.data.frames import (
     FrameError,
     check_mask_threshold,
     read_mask,
+    read_masks,
     read_pickle_sequence,
     to_mask,
 )
@@ -98,6 +99,22 @@ def test_zero_one_images_are_scaled_first(tmp_path):
         assert np.array_equal(read_mask(tmp_path / "01.png"), m), dtype
     assert np.array_equal(to_mask((m > 0).astype(np.int64)), m)
     assert np.array_equal(to_mask(m > 0), m)  # bool arrays
+
+
+def test_zero_one_rule_is_decided_per_sequence(tmp_path):
+    m = _box()
+    noise = (np.random.default_rng(0).random(m.shape) < 0.3).astype(np.uint8)  # faint 0/1 background
+    Image.fromarray(m).save(tmp_path / "a.png")
+    Image.fromarray(noise).save(tmp_path / "b.png")
+    (tmp_path / "c.png").write_bytes(b"broken")
+    a, b, c = read_masks([tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"])
+    assert np.array_equal(a, m)
+    assert not b.any()  # a 0..255 sequence: the frame's 1s are noise, not a figure
+    assert isinstance(c, FrameError) and c.cause == "unreadable image"
+    Image.fromarray((m > 0).astype(np.uint8)).save(tmp_path / "d.png")
+    d, b = read_masks([tmp_path / "d.png", tmp_path / "b.png"])  # an all-0/1 sequence: scaled
+    assert np.array_equal(d, m) and np.array_equal(b, noise * 255)
+    assert np.array_equal(read_mask(tmp_path / "b.png"), noise * 255)  # a lone file: 0/1 mask
 
 
 def test_soft_mask_is_binarised_before_the_crop(tmp_path):

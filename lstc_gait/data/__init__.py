@@ -7,7 +7,7 @@ and free of cycles.
 
 from .augment import AugmentConfig, apply_augment
 from .cache import CacheError, EmptyCacheError, SequenceCache, open_cache, write_cache_from_arrays
-from .frames import FrameError, read_mask, read_pickle_sequence, to_mask
+from .frames import FrameError, read_mask, read_masks, read_pickle_sequence, to_mask
 from .layouts import LAYOUTS, LayoutError, detect_layout, read_partition, scan_roots
 from .prepare import PrepareSummary, prepare_cache
 from .pretreat import center_crop_width, pretreat_frame
@@ -52,6 +52,7 @@ __all__ = [
     "prepare_cache",
     "pretreat_frame",
     "read_mask",
+    "read_masks",
     "read_partition",
     "read_pickle_sequence",
     "sample_frame_indices",

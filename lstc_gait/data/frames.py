@@ -9,7 +9,7 @@ Every layout goes through this module, so a mask means the same whatever its enc
 - **Which range.** The encoding gives the maximum: 1 for 1-bit, 255 for 8-bit (L, P, RGB, JPEG),
   65535 for 16-bit (``I;16``, ``I;16B``, ``I;16L``) and for ``I`` images whose values fit in 16 bits,
   1.0 for float images holding [0, 1]. An image whose values are all 0 or 1 is a 0/1 mask: its
-  maximum is 1.
+  maximum is 1 (for a sequence, :func:`read_masks`: unless other frames go higher).
 - **Binary before the crop.** A pixel is foreground when ``value >= threshold * maximum`` (the
   default threshold 0.5 gives 128 for 8-bit and 32768 for 16-bit). So soft edges, faint
   background values and JPEG ringing never move the crop. The result is 0/255 uint8, the form
@@ -49,6 +49,7 @@ __all__ = [
     "FrameError",
     "check_mask_threshold",
     "read_mask",
+    "read_masks",
     "read_pickle_sequence",
     "to_mask",
 ]
@@ -102,9 +103,15 @@ def _value_range(values: np.ndarray, what: str) -> float:
                      "(1-bit, 8-bit, 16-bit or float [0, 1])", cause="bad mask values")
 
 
-def _binarise(values: np.ndarray, threshold: float, what: str) -> np.ndarray:
+def _looks_zero_one(values: np.ndarray, maximum: float) -> bool:
+    """Values of a wider encoding that are all 0 or 1 (a 0/1 mask, or faint noise on an empty frame)."""
+    return maximum > 1.0 and values.dtype.kind in "iu" and values.size > 0 and values.max() <= 1
+
+
+def _binarise(values: np.ndarray, threshold: float, what: str, zero_one: bool | None = None) -> np.ndarray:
+    """0/255 mask of ``values``; ``zero_one``: scale 0/1 values first (None: when they look so)."""
     maximum = _value_range(values, what)
-    if maximum > 1.0 and values.size and values.max() <= 1:
+    if _looks_zero_one(values, maximum) and zero_one is not False:
         maximum = 1.0  # a 0/1 mask: scaled first, so its 1s count
     if values.dtype.kind in "biu":
         cut = math.ceil(threshold * maximum)  # integer values: value >= threshold * maximum
@@ -147,6 +154,11 @@ def to_mask(image: Image.Image | np.ndarray, threshold: float = DEFAULT_MASK_THR
         ValueError: ``threshold`` outside (0, 1).
     """
     threshold = check_mask_threshold(threshold, "threshold")
+    return _binarise(_decode(image, name), threshold, name)
+
+
+def _decode(image: Image.Image | np.ndarray, name: str) -> np.ndarray:
+    """The one channel that carries the mask, in its encoding's dtype (see :func:`to_mask`)."""
     if isinstance(image, Image.Image):
         mode = image.mode
         if mode not in IMAGE_MODES:
@@ -168,7 +180,7 @@ def to_mask(image: Image.Image | np.ndarray, threshold: float = DEFAULT_MASK_THR
             arr = arr.astype(np.uint16)
     else:
         arr = np.asarray(image)
-    return _binarise(_mask_values(arr, name), threshold, name)
+    return _mask_values(arr, name)
 
 
 def read_mask(path: str | os.PathLike, threshold: float = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
@@ -187,16 +199,58 @@ def read_mask(path: str | os.PathLike, threshold: float = DEFAULT_MASK_THRESHOLD
             message starts with the path and ``.cause`` is a short reason for grouping.
         ValueError: ``threshold`` outside (0, 1).
     """
-    path = os.fspath(path)
+    threshold = check_mask_threshold(threshold, "threshold")
+    return _binarise(_read_values(os.fspath(path)), threshold, os.fspath(path))
+
+
+def _read_values(path: str) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            return to_mask(im, threshold, name=path)
+            return _decode(im, path)
     except FrameError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise FrameError(f"{path}: unreadable or corrupt image ({exc.__class__.__name__}: {exc})",
                          cause="unreadable image") from exc
+
+
+def read_masks(paths: list[str], threshold: float = DEFAULT_MASK_THRESHOLD) -> list[np.ndarray | FrameError]:
+    """Read the frames of one sequence, as :func:`read_mask` does, with the 0/1 rule per sequence.
+
+    A frame whose values are all 0 or 1 is a 0/1 mask only when no frame of its sequence goes
+    higher: in a 0..255 (or 16-bit) sequence it is an empty frame with faint noise, and its 1s stay
+    background instead of becoming a figure.
+
+    Args:
+        paths: The sequence's image files, in order.
+        threshold: Share of the encoding's maximum a pixel must reach to be foreground, in (0, 1).
+
+    Returns:
+        One item per path: its ``(H, W)`` uint8 0/255 mask, or the :class:`FrameError` saying why
+        it cannot be read.
+
+    Raises:
+        ValueError: ``threshold`` outside (0, 1).
+    """
+    threshold = check_mask_threshold(threshold, "threshold")
+    out: list[np.ndarray | FrameError] = []
+    suspects: list[tuple[int, np.ndarray]] = []  # 0/1-looking frames, decided once all are read
+    higher = False
+    for i, path in enumerate(map(os.fspath, paths)):
+        try:
+            values = _read_values(path)
+            if _looks_zero_one(values, _value_range(values, path)):
+                suspects.append((i, values))
+                out.append(FrameError(f"{path}: undecided", cause="undecided"))  # replaced below
+                continue
+            higher = higher or (values.dtype.kind in "iu" and values.size > 0 and values.max() > 1)
+            out.append(_binarise(values, threshold, path))
+        except FrameError as exc:
+            out.append(exc)
+    for i, values in suspects:
+        out[i] = _binarise(values, threshold, os.fspath(paths[i]), zero_one=not higher)
+    return out
 
 
 class _ArrayUnpickler(pickle.Unpickler):

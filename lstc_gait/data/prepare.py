@@ -46,7 +46,7 @@ from .frames import (
     DEFAULT_MASK_THRESHOLD,
     READER_VERSION,
     check_mask_threshold,
-    read_mask,
+    read_masks,
     read_pickle_sequence,
 )
 from .layouts import LayoutError, detect_layout, duplicate_rows, list_frames, scan_roots
@@ -119,11 +119,11 @@ def _read_frames_folder(
     paths = list_frames(folder)
     decoded: list[tuple[str, np.ndarray]] = []
     dropped: list[tuple[str, str, str]] = []
-    for p in paths:
-        try:
-            decoded.append((p, read_mask(p, mask_threshold)))
-        except FrameError as exc:
-            dropped.append((p, exc.cause, str(exc)))
+    for p, mask in zip(paths, read_masks(paths, mask_threshold)):
+        if isinstance(mask, FrameError):
+            dropped.append((p, mask.cause, str(mask)))
+        else:
+            decoded.append((p, mask))
     if not decoded:
         return [], dropped
     # The sequence's frame size is its most common one; a frame of another size is a stray file.
