@@ -29,7 +29,7 @@ import os
 import pickle
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageChops, UnidentifiedImageError
 
 from .pretreat import FRAME_SIZE, FrameError, centre_columns
 
@@ -80,43 +80,47 @@ def check_mask_threshold(threshold: float, key: str = "mask_threshold") -> float
     return value
 
 
-def _value_range(values: np.ndarray, what: str) -> float:
-    """The maximum of the encoding ``values`` come in (before the 0/1 rule)."""
-    if values.dtype == np.bool_:
-        return 1.0
-    if values.dtype == np.uint8:
-        return 255.0
-    if values.dtype == np.uint16 or values.dtype == np.dtype(">u2"):
-        return 65535.0
+def _encoding(values: np.ndarray, what: str) -> tuple[float, float]:
+    """(maximum of the encoding ``values`` come in, largest value present), before the 0/1 rule."""
     vmax = float(values.max()) if values.size else 0.0
+    if values.dtype == np.bool_:
+        return 1.0, vmax
+    if values.dtype == np.uint8:
+        return 255.0, vmax
+    if values.dtype == np.uint16:
+        return 65535.0, vmax
     if values.dtype.kind == "f":
-        if not math.isfinite(vmax) or (values.size and not np.isfinite(values).all()):
+        if not math.isfinite(vmax):
             raise FrameError(f"{what}: the mask holds NaN or infinite values", cause="bad mask values")
         for limit in (1.0, 255.0, 65535.0):
             if vmax <= limit:
-                return limit
+                return limit, vmax
     elif values.dtype.kind in "iu":
         for limit in (255.0, 65535.0):  # other integer arrays: the narrowest encoding that holds them
             if vmax <= limit:
-                return limit
+                return limit, vmax
     raise FrameError(f"{what}: mask values up to {vmax:g} ({values.dtype}) fit no known mask encoding "
                      "(1-bit, 8-bit, 16-bit or float [0, 1])", cause="bad mask values")
 
 
-def _looks_zero_one(values: np.ndarray, maximum: float) -> bool:
-    """Values of a wider encoding that are all 0 or 1 (a 0/1 mask, or faint noise on an empty frame)."""
-    return maximum > 1.0 and values.dtype.kind in "iu" and values.size > 0 and values.max() <= 1
+def _looks_zero_one(values: np.ndarray, encoding: tuple[float, float]) -> bool:
+    """Integer values of a wider encoding that are all 0 or 1 (a 0/1 mask, or faint noise)."""
+    maximum, vmax = encoding
+    return maximum > 1.0 and values.dtype.kind in "iu" and values.size > 0 and vmax <= 1
 
 
-def _binarise(values: np.ndarray, threshold: float, what: str, zero_one: bool | None = None) -> np.ndarray:
+def _binarise(values: np.ndarray, threshold: float, what: str, zero_one: bool | None = None,
+              encoding: tuple[float, float] | None = None) -> np.ndarray:
     """0/255 mask of ``values``; ``zero_one``: scale 0/1 values first (None: when they look so)."""
-    maximum = _value_range(values, what)
-    if _looks_zero_one(values, maximum) and zero_one is not False:
+    encoding = encoding or _encoding(values, what)
+    maximum = encoding[0]
+    if zero_one if zero_one is not None else _looks_zero_one(values, encoding):
         maximum = 1.0  # a 0/1 mask: scaled first, so its 1s count
-    if values.dtype.kind in "biu":
-        cut = math.ceil(threshold * maximum)  # integer values: value >= threshold * maximum
-        return np.where(values >= cut, np.uint8(255), np.uint8(0))
-    return np.where(values >= threshold * maximum, np.uint8(255), np.uint8(0))
+    # integer values: value >= ceil(threshold * maximum), i.e. value >= threshold * maximum
+    cut = math.ceil(threshold * maximum) if values.dtype.kind in "biu" else threshold * maximum
+    out = np.greater_equal(values, cut).view(np.uint8)
+    out *= np.uint8(255)
+    return out
 
 
 def _mask_values(arr: np.ndarray, what: str) -> np.ndarray:
@@ -126,13 +130,47 @@ def _mask_values(arr: np.ndarray, what: str) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
         raise FrameError(f"{what}: expected a (H, W) or (H, W, 1-4 channels) mask, got shape {tuple(arr.shape)}",
                          cause="bad mask shape")
-    channels = arr.shape[2]
-    if channels in (2, 4):
+    if arr.shape[2] in (2, 4):
         alpha = arr[..., -1]
         if alpha.size and alpha.min() != alpha.max():
             return alpha  # transparency is the mask wherever it varies
         arr = arr[..., :-1]  # opaque (constant alpha): read the colour/grey values
-    return arr[..., 0] if arr.shape[2] == 1 else arr.max(axis=2)
+    out = arr[..., 0]
+    for c in range(1, arr.shape[2]):
+        out = np.maximum(out, arr[..., c])
+    return out
+
+
+def _pil_values(image: Image.Image, name: str) -> np.ndarray:
+    """:func:`_mask_values` for a Pillow image, with the channel work done by Pillow (faster)."""
+    mode = image.mode
+    if mode not in IMAGE_MODES:
+        raise FrameError(f"{name}: unsupported image mode {mode!r} (a mask is one of "
+                         f"{', '.join(sorted(IMAGE_MODES))})", cause=f"unsupported image mode {mode}")
+    if mode in ("La", "PA") or (mode in ("L", "P", "RGB") and "transparency" in image.info):
+        image = image.convert("LA" if mode in ("L", "La") else "RGBA")  # transparency -> alpha
+    elif mode in ("RGBa", "RGBX"):
+        image = image.convert("RGBA" if mode == "RGBa" else "RGB")
+    elif mode == "P":
+        image = image.convert("RGB")  # palette -> its colours
+    if image.mode in ("LA", "RGBA"):
+        alpha = image.getchannel("A")
+        lo, hi = alpha.getextrema()
+        if lo != hi:
+            return np.asarray(alpha)  # transparency is the mask wherever it varies
+        image = image.convert("L" if image.mode == "LA" else "RGB")  # opaque: the grey/colour values
+    if image.mode == "RGB":
+        r, g, b = image.split()
+        image = ImageChops.lighter(ImageChops.lighter(r, g), b)  # the brightest channel
+    arr = np.asarray(image)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # I;16B
+    if mode == "I":  # Pillow's 32-bit container for 16-bit greys (PNG, PGM, TIFF): 16-bit range
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise FrameError(f"{name}: 32-bit image with values from {arr.min()} to {arr.max()} is not a "
+                             "16-bit mask", cause="bad mask values")
+        arr = arr.astype(np.uint16)
+    return arr
 
 
 def to_mask(image: Image.Image | np.ndarray, threshold: float = DEFAULT_MASK_THRESHOLD, *, name: str = "mask") -> np.ndarray:
@@ -160,27 +198,8 @@ def to_mask(image: Image.Image | np.ndarray, threshold: float = DEFAULT_MASK_THR
 def _decode(image: Image.Image | np.ndarray, name: str) -> np.ndarray:
     """The one channel that carries the mask, in its encoding's dtype (see :func:`to_mask`)."""
     if isinstance(image, Image.Image):
-        mode = image.mode
-        if mode not in IMAGE_MODES:
-            raise FrameError(f"{name}: unsupported image mode {mode!r} (a mask is one of "
-                             f"{', '.join(sorted(IMAGE_MODES))})", cause=f"unsupported image mode {mode}")
-        if mode in ("La", "PA") or (mode in ("L", "P", "RGB") and "transparency" in image.info):
-            image = image.convert("LA" if mode in ("L", "La") else "RGBA")  # transparency -> alpha
-        elif mode in ("RGBa", "RGBX"):
-            image = image.convert("RGBA" if mode == "RGBa" else "RGB")
-        elif mode == "P":
-            image = image.convert("RGB")  # palette -> its colours
-        arr = np.asarray(image)
-        if arr.dtype.byteorder == ">":
-            arr = arr.astype(arr.dtype.newbyteorder("="))  # I;16B
-        if mode == "I":  # Pillow's 32-bit container for 16-bit greys (PNG, TIFF): 16-bit range
-            if arr.size and (arr.min() < 0 or arr.max() > 65535):
-                raise FrameError(f"{name}: 32-bit image with values from {arr.min()} to {arr.max()} is not a "
-                                 "16-bit mask", cause="bad mask values")
-            arr = arr.astype(np.uint16)
-    else:
-        arr = np.asarray(image)
-    return _mask_values(arr, name)
+        return _pil_values(image, name)
+    return _mask_values(np.asarray(image), name)
 
 
 def read_mask(path: str | os.PathLike, threshold: float = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
@@ -240,16 +259,17 @@ def read_masks(paths: list[str], threshold: float = DEFAULT_MASK_THRESHOLD) -> l
     for i, path in enumerate(map(os.fspath, paths)):
         try:
             values = _read_values(path)
-            if _looks_zero_one(values, _value_range(values, path)):
-                suspects.append((i, values))
+            encoding = _encoding(values, path)
+            if _looks_zero_one(values, encoding):
+                suspects.append((i, values, encoding))
                 out.append(FrameError(f"{path}: undecided", cause="undecided"))  # replaced below
                 continue
-            higher = higher or (values.dtype.kind in "iu" and values.size > 0 and values.max() > 1)
-            out.append(_binarise(values, threshold, path))
+            higher = higher or (values.dtype.kind in "iu" and encoding[1] > 1)
+            out.append(_binarise(values, threshold, path, zero_one=False, encoding=encoding))
         except FrameError as exc:
             out.append(exc)
-    for i, values in suspects:
-        out[i] = _binarise(values, threshold, os.fspath(paths[i]), zero_one=not higher)
+    for i, values, encoding in suspects:
+        out[i] = _binarise(values, threshold, os.fspath(paths[i]), zero_one=not higher, encoding=encoding)
     return out
 
 
