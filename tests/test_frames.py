@@ -177,6 +177,8 @@ def test_dataset_config_key_is_validated_and_in_the_yamls():
     assert dataset_config_from(cfg.dataset).mask_threshold == 0.25
     with pytest.raises(ValueError, match=r"dataset\.mask_threshold=1\.5"):
         dataset_config_from({"name": "flat", "root": "/x", "mask_threshold": 1.5})
+    with pytest.raises(ValueError, match=r"dataset\.mask_threshold=0\.3 would do nothing with layout=opengait"):
+        dataset_config_from(compose(["dataset=opengait", "dataset.root=/x", "dataset.mask_threshold=0.3"]).dataset)
 
 
 def test_mask_threshold_reaches_the_cache(tmp_path):

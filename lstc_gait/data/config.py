@@ -89,6 +89,9 @@ class DatasetConfig:
         if self.min_frames < 1 or self.num_frames < 1 or self.workers < 0:
             raise ValueError("dataset.min_frames and dataset.num_frames must be >= 1, dataset.workers >= 0")
         check_mask_threshold(self.mask_threshold, "dataset.mask_threshold")
+        if self.layout == "opengait" and self.mask_threshold != DEFAULT_MASK_THRESHOLD:
+            raise ValueError(f"dataset.mask_threshold={self.mask_threshold} would do nothing with layout=opengait: "
+                             "pickles are already pretreated and are not binarised (leave it at 0.5)")
         if self.synthetic is None and not self.roots and not self.root:
             raise ValueError(f"dataset {self.name!r} needs dataset.root (or dataset.roots): the raw data folder")
         return self
