@@ -31,7 +31,7 @@ def traceback_requested() -> bool:
     return os.environ.get(TRACEBACK_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-def run_command(command: str, body: Callable[[], T]) -> T:
+def run_command(command: str, body: Callable[[], T], also: tuple[type[BaseException], ...] = ()) -> T:
     """Run a command's body, turning user errors into one line on stderr and exit status 2.
 
     Also treated as user errors: OmegaConf's ``MissingMandatoryValue`` (a required ``key=???`` not
@@ -40,6 +40,8 @@ def run_command(command: str, body: Callable[[], T]) -> T:
     Args:
         command: The command's name as in ``python -m lstc_gait.<command>`` (used in the message).
         body: Zero-argument callable doing the work.
+        also: More exception classes to treat as user errors (error classes of modules that do not
+            derive from UserError yet, e.g. :func:`lstc_gait.data.selection.data_errors`).
 
     Returns:
         Whatever ``body`` returns.
@@ -51,7 +53,7 @@ def run_command(command: str, body: Callable[[], T]) -> T:
 
     try:
         return body()
-    except (UserError, MissingMandatoryValue, FileNotFoundError) as exc:
+    except (UserError, MissingMandatoryValue, FileNotFoundError, *also) as exc:
         if traceback_requested():
             raise
         print(f"lstc_gait.{command}: error: {exc}", file=sys.stderr, flush=True)

@@ -26,6 +26,7 @@ def main(cfg: DictConfig) -> None:
     Args:
         cfg: The composed config (given by Hydra).
     """
+    from lstc_gait.data.selection import data_errors
     from lstc_gait.engine.device import resolve_device
     from lstc_gait.engine.runtime import configure_process
     from lstc_gait.pipelines.evaluate import evaluate
@@ -34,7 +35,7 @@ def main(cfg: DictConfig) -> None:
         configure_process(resolve_device(str(cfg.device)))
         evaluate(cfg, Path.cwd())
 
-    run_command("evaluate", body)
+    run_command("evaluate", body, also=data_errors())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ def main(cfg: DictConfig) -> None:
     Args:
         cfg: The composed config (given by Hydra).
     """
+    from lstc_gait.data.selection import data_errors
     from lstc_gait.engine.device import resolve_device
     from lstc_gait.engine.runtime import configure_process
     from lstc_gait.pipelines.extract import extract
@@ -30,7 +31,7 @@ def main(cfg: DictConfig) -> None:
         configure_process(resolve_device(str(cfg.device)))
         extract(cfg, Path.cwd())
 
-    run_command("extract", body)
+    run_command("extract", body, also=data_errors())
 
 
 if __name__ == "__main__":

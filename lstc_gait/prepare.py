@@ -22,9 +22,10 @@ def main(cfg: DictConfig) -> None:
     Args:
         cfg: The composed config (given by Hydra).
     """
+    from lstc_gait.data.selection import data_errors
     from lstc_gait.pipelines.prepare import prepare
 
-    run_command("prepare", lambda: prepare(cfg, Path.cwd()))
+    run_command("prepare", lambda: prepare(cfg, Path.cwd()), also=data_errors())
 
 
 if __name__ == "__main__":

@@ -45,7 +45,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     # In a multirun a job's error stays an exception: Hydra records the failed job and the sweep goes on.
-    return body() if HydraConfig.get().mode == RunMode.MULTIRUN else run_command("train", body)
+    from lstc_gait.data.selection import data_errors
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    return body() if multirun else run_command("train", body, also=data_errors())
 
 
 def _terminate(signum: int, frame: Any) -> None:
