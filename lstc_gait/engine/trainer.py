@@ -1,7 +1,7 @@
 """The training loop: AMP, EMA, gradient clipping, warmup + cosine, checkpoint/resume, DDP, evaluation.
 
 :class:`Trainer` takes built objects (model, loss, optimizer, scheduler, sampler, loader, ...)
-and explicit settings; it never reads a global config. ``lstc_gait.train`` builds those objects from
+and explicit settings; it never reads a global config. ``lstc_gait.pipelines.train`` builds those objects from
 the composed Hydra config.
 """
 
