@@ -7,11 +7,11 @@ and free of cycles.
 
 from .augment import AugmentConfig, apply_augment
 from .cache import CacheError, EmptyCacheError, SequenceCache, open_cache, write_cache_from_arrays
+from .frame_sampling import sample_frame_indices
 from .frames import FrameError, read_mask, read_masks, read_pickle_sequence, to_mask
 from .layouts import LAYOUTS, LayoutError, detect_layout, read_partition, scan_roots
 from .prepare import PrepareSummary, prepare_cache
 from .pretreat import center_crop_width, pretreat_frame
-from .sampling import sample_frame_indices
 from .splits import SPLIT_PROTOCOLS, CacheSplit, split_index, split_subjects
 
 # The datasets need torch; load them on first use so that generator and prepare workers stay light.

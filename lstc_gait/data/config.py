@@ -22,10 +22,10 @@ from lstc_gait.data.synthetic import SynthParams
 from .augment import AugmentConfig
 from .cache import SequenceCache, read_meta, require_sequences
 from .datasets import TestSequenceDataset, TrainSequenceDataset
+from .frame_sampling import SAMPLING_MODES
 from .frames import DEFAULT_MASK_THRESHOLD, READER_VERSION, check_mask_threshold
 from .layouts import LAYOUTS
 from .prepare import DEFAULT_MIN_FRAMES, PrepareSummary, prepare_cache
-from .sampling import SAMPLING_MODES
 from .splits import SPLIT_PROTOCOLS, CacheSplit, split_index
 
 log = logging.getLogger(__name__)
