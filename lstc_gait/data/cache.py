@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lstc_gait.errors import UserError
+
 FORMAT_NAME = "lstc_gait-cache"
 FORMAT_VERSION = 1
 FRAME_SHAPE = (64, 64)
@@ -35,7 +37,7 @@ INDEX_COLUMNS = ["subject", "type", "view", "seq", "source", "num_frames"]
 _STR_COLUMNS = ["subject", "type", "view", "seq", "source", "key"]
 
 
-class CacheError(ValueError):
+class CacheError(UserError, ValueError):
     """A cache folder is missing, incomplete or inconsistent (the message names the file)."""
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lstc_gait.errors import UserError
+
 LAYOUTS: tuple[str, ...] = ("flat", "casia_b", "ou_mvlp", "opengait")
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm", ".pbm"}
@@ -38,7 +40,7 @@ _CASIA_TYPE = re.compile(r"^[A-Za-z]+-\d+$")
 _FLAT_TYPE_VIEW = re.compile(r"^(?P<type>[A-Za-z]+-\d+)-(?P<view>\d{3})$")
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError, ValueError):
     """A root folder does not match the requested (or any) layout."""
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from lstc_gait.errors import UserError
+
 FRAME_SIZE = 64
 EMPTY_THRESHOLD = 10000
 
 
-class FrameError(ValueError):
+class FrameError(UserError, ValueError):
     """One frame or pickle cannot be used; the message names the file and the reason.
 
     Attributes:
