@@ -32,7 +32,6 @@ from lstc_gait.engine.optim import param_groups
 from lstc_gait.engine.runtime import (
     amp_dtype,
     autocast_factory,
-    keep_freed_memory,
     make_scaler,
     resolve_device,
     seed_everything,
@@ -218,7 +217,6 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None,
     tr = cfg.trainer
     device = resolve_device(tr.device, dist_info.local_rank)
     if device.type == "cpu":
-        keep_freed_memory()
         if dist_info.enabled:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.world_size))
     seed_everything(int(cfg.seed))

@@ -217,10 +217,6 @@ def embed_rows(model: nn.Module, cache: Any, rows: np.ndarray, width: int = 44, 
 
     dataset = TestSequenceDataset(cache, rows, width=width, max_frames=max_frames)
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        from lstc_gait.engine.runtime import keep_freed_memory
-
-        keep_freed_memory()
     model = model.to(dev).eval()
     out = extract_embeddings(model, dataset, batch_size=batch_size, device=dev, amp=amp,
                              num_workers=num_workers, progress=progress)

@@ -7,15 +7,12 @@ spatial, joint.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from .bn_relu import BranchOutput, batch_norm_relu_concat
-from .convbn import bn_is_folding, conv_bn_relu, fold_conv_bn
+from .convbn import conv_bn_relu
 from .dynamic import DynamicConv3d
-from .layout import recording_graph
 from .lstc import LSTC, _triple
-from .native import load_kernels, pointwise_fuse
 
 BRANCH_WIDTH_RULES = ("half_split", "full")
 
@@ -83,8 +80,6 @@ class AsymmetricBlock(nn.Module):
 
     def forward(self, x: Tensor, time_mask: Tensor | None = None) -> Tensor:
         """``time_mask`` (N, 1, T, 1, 1) marks valid frames; padded frames of ``x`` must already be zero."""
-        if self._native_tail(x):
-            return self._forward_native_tail(x, time_mask)
         parts: list[BranchOutput] = []
         if self.branch_temporal is not None:
             parts.append(self.branch_temporal.branch_output(x))
@@ -96,24 +91,3 @@ class AsymmetricBlock(nn.Module):
             parts.append(self.branch_joint.branch_output(x))
         # In training the branches' BN + ReLU and the concatenation run as one node.
         return self.fuse(batch_norm_relu_concat(parts))
-
-    def _native_tail(self, x: Tensor) -> bool:
-        """Inference without autograd on CPU float32 with every BN folded: the C kernel can run the
-        joint pointwise conv, the concatenation and the fuse conv in one pass."""
-        if (torch.is_grad_enabled() or recording_graph() or x.device.type != "cpu" or x.dtype != torch.float32
-                or torch.is_autocast_enabled("cpu") or not bn_is_folding(self.fuse[1])):
-            return False
-        if isinstance(self.branch_joint, LSTC) and not bn_is_folding(self.branch_joint.bn):
-            return False
-        return load_kernels() is not None
-
-    def _forward_native_tail(self, x: Tensor, time_mask: Tensor | None) -> Tensor:
-        direct = [branch(x) for branch in (self.branch_temporal, self.branch_spatial) if branch is not None]
-        joint = joint_weight = joint_bias = None
-        if isinstance(self.branch_joint, LSTC):
-            joint = self.branch_joint.stripe_depthwise(x)
-            joint_weight, joint_bias = fold_conv_bn(self.branch_joint.pointwise.weight, None, self.branch_joint.bn)
-        elif self.branch_joint is not None:
-            joint = self.branch_joint(x, time_mask)
-        fuse_weight, fuse_bias = fold_conv_bn(self.fuse[0].weight, self.fuse[0].bias, self.fuse[1])
-        return pointwise_fuse(direct, joint, joint_weight, joint_bias, fuse_weight, fuse_bias)
