@@ -316,7 +316,8 @@ def _train(cfg: DictConfig, resolved: dict, data: DataBundle, run_dir: Path, dis
     trainer = Trainer(train_model, loss_fn, optimizer, scheduler, sampler, loader, settings, device,
                       autocast_factory(device, dtype), make_scaler(device, dtype), ema=ema, dist_info=dist_info,
                       evaluator=evaluator, tracker=tracker, checkpoint_dir=run_dir / "checkpoints",
-                      config=resolved, num_classes=data.num_classes, step_hook=step_hook)
+                      config=resolved, num_classes=data.num_classes, step_hook=step_hook,
+                      compile=bool(tr.get("compile", False)))
     trainer.extra_state["mlflow_run_id"] = getattr(tracker, "run_id", None)
     if resume_state is not None and resume_path is not None:
         trainer.load_state_dict(resume_state, resume_path)
