@@ -158,6 +158,25 @@ def test_max_pool_matches_library_with_ties_and_nan(shape):
     assert torch.equal(a.grad, b.grad)
 
 
+@needs_kernels
+def test_block_tail_equals_concat_and_convs():
+    gen = torch.Generator().manual_seed(4)
+    t = torch.rand(2, 8, 3, 4, 5, generator=gen).contiguous(memory_format=CL)
+    s = torch.rand(2, 8, 3, 4, 5, generator=gen).contiguous(memory_format=CL)
+    d = torch.randn(2, 16, 3, 4, 5, generator=gen).contiguous(memory_format=CL)
+    wj, bj = torch.randn(10, 16, 1, 1, 1, generator=gen), torch.randn(10, generator=gen)
+    wf, bf = torch.randn(16, 26, 1, 1, 1, generator=gen), torch.randn(16, generator=gen)
+    z = F.relu(F.conv3d(d.double(), wj.double(), bj.double()))
+    ref = F.relu(F.conv3d(torch.cat([t.double(), s.double(), z], 1), wf.double(), bf.double()))
+    out = ops.block_tail([t, s], d, wj, bj, wf, bf)
+    assert out.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+    # a ready joint output (the dynamic branch) and a single direct branch
+    ref2 = F.relu(F.conv3d(torch.cat([s.double(), z], 1), wf[:, 8:].double(), bf.double()))
+    out2 = ops.block_tail([s], z.float(), None, None, wf[:, 8:].contiguous(), bf)
+    torch.testing.assert_close(out2.double(), ref2, atol=1e-5, rtol=1e-5)
+
+
 def _model(joint: str, pooling: str, **kw) -> LSTCBackbone:
     torch.manual_seed(0)
     model = LSTCBackbone(base_channels=8, num_stripes=4, embedding_dim=32, joint_type=joint, pooling=pooling, **kw)

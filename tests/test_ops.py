@@ -53,6 +53,11 @@ def _samples(dtype=torch.float32, grad=True):
                                     [r(3, seed=2), r(1, seed=3)], [1e-5, 1e-3], [r(2, 2, 1, 5, 7, seed=4)])),
         ("batch_norm_relu_concat", ([r(3, 8, 2, 3, 4, seed=5)], [(torch.rand(8, dtype=dtype) + 0.5).requires_grad_(grad)],
                                     [r(8, seed=6)], [1e-5], [])),
+        # LSTC joint (pointwise conv folded) + two direct branches; 6 outputs: the leftover-channel loop
+        ("block_tail", ([r(2, 3, 1, 5, 7), r(2, 2, 1, 5, 7, seed=1)], r(2, 4, 1, 5, 7, seed=2),
+                        r(3, 4, 1, 1, 1, seed=3), r(3, seed=4), r(6, 8, 1, 1, 1, seed=5), r(6, seed=6))),
+        # only a ready joint output (the dynamic branch alone), 8 outputs: the blocked loop
+        ("block_tail", ([], r(1, 16, 2, 3, 4, seed=7), None, None, r(8, 16, 1, 1, 1, seed=8), r(8, seed=9))),
         ("batch_norm_relu_concat_backward", (r(2, 6, 1, 5, 7, g=False), [r(2, 3, 1, 5, 7, seed=1, g=False),
                                              r(2, 1, 1, 5, 7, seed=2, g=False)],
                                              [torch.rand(3, dtype=dtype) + 0.5, torch.rand(1, dtype=dtype) + 0.5],

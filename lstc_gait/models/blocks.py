@@ -7,12 +7,14 @@ spatial, joint.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .bn_relu import BranchOutput, batch_norm_relu_concat
-from .convbn import conv_bn_relu
+from .convbn import bn_is_folding, conv_bn_relu, fold_conv_bn
 from .dynamic import DynamicConv3d
 from .lstc import LSTC, _triple
+from .memory_format import recording_graph
 
 BRANCH_WIDTH_RULES = ("half_split", "full")
 
@@ -80,6 +82,8 @@ class AsymmetricBlock(nn.Module):
 
     def forward(self, x: Tensor, time_mask: Tensor | None = None) -> Tensor:
         """``time_mask`` (N, 1, T, 1, 1) marks valid frames; padded frames of ``x`` must already be zero."""
+        if self._fused_tail(x):
+            return self._forward_fused_tail(x, time_mask)
         parts: list[BranchOutput] = []
         if self.branch_temporal is not None:
             parts.append(self.branch_temporal.branch_output(x))
@@ -91,3 +95,22 @@ class AsymmetricBlock(nn.Module):
             parts.append(self.branch_joint.branch_output(x))
         # In training the branches' BN + ReLU and the concatenation run as one node.
         return self.fuse(batch_norm_relu_concat(parts))
+
+    def _fused_tail(self, x: Tensor) -> bool:
+        """Inference with every BN folded, float32, no autocast: the op ``lstc_gait::block_tail`` runs
+        the joint pointwise conv, the concatenation and the fuse conv in one pass."""
+        if (recording_graph() or x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type)
+                or not bn_is_folding(self.fuse[1])):
+            return False
+        return not (isinstance(self.branch_joint, LSTC) and not bn_is_folding(self.branch_joint.bn))
+
+    def _forward_fused_tail(self, x: Tensor, time_mask: Tensor | None) -> Tensor:
+        direct = [branch(x) for branch in (self.branch_temporal, self.branch_spatial) if branch is not None]
+        joint = joint_weight = joint_bias = None
+        if isinstance(self.branch_joint, LSTC):
+            joint = self.branch_joint.stripe_depthwise(x)
+            joint_weight, joint_bias = fold_conv_bn(self.branch_joint.pointwise.weight, None, self.branch_joint.bn)
+        elif self.branch_joint is not None:
+            joint = self.branch_joint(x, time_mask)
+        fuse_weight, fuse_bias = fold_conv_bn(self.fuse[0].weight, self.fuse[0].bias, self.fuse[1])
+        return torch.ops.lstc_gait.block_tail(direct, joint, joint_weight, joint_bias, fuse_weight, fuse_bias)

@@ -3,14 +3,15 @@
 =====================================================  ==================================================
 op                                                      schema
 =====================================================  ==================================================
-``stripe_depthwise_conv3d``                             ``(Tensor x, Tensor weight, int num_stripes) -> Tensor``
-``stripe_depthwise_conv3d_weight_grad``                 ``(Tensor x, Tensor grad_out, SymInt[] kernel_size, int num_stripes) -> Tensor``
+``stripe_depthwise_conv3d``                             ``(Tensor x, Tensor weight, SymInt num_stripes) -> Tensor``
+``stripe_depthwise_conv3d_weight_grad``                 ``(Tensor x, Tensor grad_out, SymInt[] kernel_size, SymInt num_stripes) -> Tensor``
 ``stem_conv3d``                                         ``(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor``
 ``stem_conv3d_weight_grad``                             ``(Tensor x, Tensor grad_out, SymInt[] kernel_size) -> Tensor``
 ``max_pool_hw2``                                        ``(Tensor x) -> Tensor``
 ``max_pool_hw2_backward``                               ``(Tensor x, Tensor grad_out) -> Tensor``
 ``batch_norm_relu_concat``                              ``(Tensor[] inputs, Tensor[] weights, Tensor[] biases, float[] eps, Tensor[] passthrough) -> (Tensor, Tensor, Tensor)``
 ``batch_norm_relu_concat_backward``                     ``(Tensor grad_out, Tensor[] inputs, Tensor[] weights, Tensor[] biases, Tensor mean, Tensor var, float[] eps) -> Tensor[]``
+``block_tail``                                          ``(Tensor[] direct, Tensor? joint, Tensor? joint_weight, Tensor? joint_bias, Tensor fuse_weight, Tensor fuse_bias) -> Tensor``
 =====================================================  ==================================================
 
 The forward ops have fake kernels and autograd formulas (their backward is made of the
@@ -27,6 +28,7 @@ from .build import load_library, native_enabled
 from .library import (
     batch_norm_relu_concat,
     batch_norm_relu_concat_backward,
+    block_tail,
     max_pool_hw2,
     max_pool_hw2_backward,
     native_kernels,
@@ -45,12 +47,14 @@ OP_NAMES = (
     "max_pool_hw2_backward",
     "batch_norm_relu_concat",
     "batch_norm_relu_concat_backward",
+    "block_tail",
 )
 
 __all__ = [
     "OP_NAMES",
     "batch_norm_relu_concat",
     "batch_norm_relu_concat_backward",
+    "block_tail",
     "load_library",
     "max_pool_hw2",
     "max_pool_hw2_backward",

@@ -23,6 +23,7 @@ CL = torch.channels_last_3d
 
 __all__ = [
     "batch_norm_relu_concat",
+    "block_tail",
     "batch_norm_relu_concat_backward",
     "max_pool_hw2",
     "max_pool_hw2_backward",
@@ -433,3 +434,111 @@ def _bnr_backward(ctx, grad_out: Tensor, _grad_mean, _grad_var):
 
 
 batch_norm_relu_concat.register_autograd(_bnr_backward, setup_context=_bnr_setup)
+
+
+# --------------------------------------------------------------------------------------------- block tail
+def _check_tail(direct: Sequence[Tensor], joint: Tensor | None, joint_weight: Tensor | None,
+                joint_bias: Tensor | None, fuse_weight: Tensor, fuse_bias: Tensor) -> tuple[int, int]:
+    if not direct and joint is None:
+        raise ValueError("block_tail needs at least one branch")
+    ref = direct[0] if direct else joint
+    frame = (ref.shape[0], *ref.shape[2:])
+    for t in (*direct, *([joint] if joint is not None else [])):
+        if t.dim() != 5 or (t.shape[0], *t.shape[2:]) != frame:
+            raise ValueError(f"block_tail: branch outputs must share N, T, H, W = {tuple(frame)}, got {tuple(t.shape)}")
+    cz = 0
+    if joint is not None:
+        cz = joint.shape[1]
+        if joint_weight is not None:
+            if joint_bias is None or joint_weight.shape[1] != joint.shape[1]:
+                raise ValueError("block_tail: joint_weight must be (C_z, C_joint, ...) and comes with joint_bias")
+            cz = joint_weight.shape[0]
+    k = sum(t.shape[1] for t in direct) + cz
+    if fuse_weight.shape[1] != k or fuse_bias.shape != (fuse_weight.shape[0],):
+        raise ValueError(f"block_tail: fuse_weight takes {fuse_weight.shape[1]} channels, the branches give {k}")
+    return k, fuse_weight.shape[0]
+
+
+@torch.library.custom_op("lstc_gait::block_tail", mutates_args=())
+def block_tail(direct: Sequence[Tensor], joint: Tensor | None, joint_weight: Tensor | None,
+               joint_bias: Tensor | None, fuse_weight: Tensor, fuse_bias: Tensor) -> Tensor:
+    """Inference tail of a block in one pass: joint pointwise conv + ReLU, concatenation, fuse conv + ReLU.
+
+    Schema: ``lstc_gait::block_tail(Tensor[] direct, Tensor? joint, Tensor? joint_weight, Tensor? joint_bias,
+    Tensor fuse_weight, Tensor fuse_bias) -> Tensor``. Math: :func:`lstc_gait.ops.reference.block_tail`.
+    The C++ kernel computes each output position from the branch outputs directly (register-blocked
+    8-position matrix products), writing neither ``z`` nor the concatenation.
+
+    Args:
+        direct: Activated ``(N, C_i, T, H, W)`` temporal/spatial branch outputs.
+        joint: ``(N, C_j, T, H, W)`` joint-branch tensor, or None.
+        joint_weight: ``(C_z, C_j, 1, 1, 1)`` folded pointwise weight, or None (``z = joint``).
+        joint_bias: ``(C_z,)`` folded bias, or None.
+        fuse_weight: ``(C_out, sum C_i + C_z, 1, 1, 1)`` folded fuse weight.
+        fuse_bias: ``(C_out,)``.
+
+    Returns:
+        ``(N, C_out, T, H, W)`` in channels_last_3d memory.
+
+    Raises:
+        ValueError: When the channel counts or frame shapes disagree.
+    """
+    k, _ = _check_tail(direct, joint, joint_weight, joint_bias, fuse_weight, fuse_bias)
+    tensors = (*direct, joint, joint_weight, joint_bias, fuse_weight, fuse_bias)
+    if native_kernels(*tensors) and k <= 4096:
+        return torch.ops.lstc_gait_cpu.block_tail(list(direct), joint, joint_weight, joint_bias, fuse_weight,
+                                                  fuse_bias)
+    return reference.block_tail(list(direct), joint, joint_weight, joint_bias, fuse_weight, fuse_bias)
+
+
+@block_tail.register_fake
+def _(direct, joint, joint_weight, joint_bias, fuse_weight, fuse_bias):
+    _, cout = _check_tail(direct, joint, joint_weight, joint_bias, fuse_weight, fuse_bias)
+    ref = direct[0] if direct else joint
+    return _cl_empty(ref, (ref.shape[0], cout, *ref.shape[2:]))
+
+
+def _tail_setup(ctx, inputs, output) -> None:
+    direct, joint, joint_weight, joint_bias, fuse_weight, fuse_bias = inputs
+    ctx.k = len(direct)
+    ctx.has_joint, ctx.has_jw = joint is not None, joint_weight is not None
+    ctx.save_for_backward(*direct, joint, joint_weight, joint_bias, fuse_weight, output)
+
+
+def _conv1x1_backward(grad: Tensor, x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(grad_x, grad_weight shaped like ``weight``, grad_bias) of ``conv1x1(x, weight) + bias``."""
+    w = weight.reshape(weight.shape[0], -1)
+    grad_x = torch.einsum("nothw,oi->nithw", grad, w).contiguous(memory_format=CL)
+    grad_w = torch.einsum("nothw,nithw->oi", grad, x).reshape(weight.shape)
+    return grad_x, grad_w, grad.sum(dim=(0, 2, 3, 4))
+
+
+def _tail_backward(ctx, grad: Tensor):
+    saved = ctx.saved_tensors
+    k = ctx.k
+    direct = list(saved[:k])
+    joint, joint_weight, joint_bias, fuse_weight, out = saved[k:]
+    parts = list(direct)
+    z = None
+    if ctx.has_joint:
+        z = joint if not ctx.has_jw else torch.relu(torch.nn.functional.conv3d(
+            joint, joint_weight.reshape(joint_weight.shape[0], -1, 1, 1, 1), joint_bias))
+        parts.append(z)
+    cat = torch.cat(parts, dim=1)
+    g = torch.where(out > 0, grad.to(out.dtype), 0.0)
+    grad_cat, grad_fw, grad_fb = _conv1x1_backward(g, cat, fuse_weight)
+    widths = [t.shape[1] for t in parts]
+    pieces = list(torch.split(grad_cat, widths, dim=1))
+    grad_direct = pieces[:k]
+    grad_joint = grad_jw = grad_jb = None
+    if ctx.has_joint:
+        grad_z = pieces[k]
+        if ctx.has_jw:
+            grad_z = torch.where(z > 0, grad_z, 0.0)
+            grad_joint, grad_jw, grad_jb = _conv1x1_backward(grad_z, joint, joint_weight)
+        else:
+            grad_joint = grad_z
+    return grad_direct, grad_joint, grad_jw, grad_jb, grad_fw, grad_fb
+
+
+block_tail.register_autograd(_tail_backward, setup_context=_tail_setup)

@@ -285,3 +285,32 @@ def batch_norm_relu_concat_backward(grad_out: Tensor, inputs: list[Tensor], weig
         dbetas.append(sum_g.to(x.dtype))
         offset += c
     return [*grads, torch.cat(dgammas), torch.cat(dbetas)]
+
+
+def _as_conv1x1(weight: Tensor) -> Tensor:
+    return weight.reshape(weight.shape[0], -1, 1, 1, 1)
+
+
+def block_tail(direct: list[Tensor], joint: Tensor | None, joint_weight: Tensor | None, joint_bias: Tensor | None,
+               fuse_weight: Tensor, fuse_bias: Tensor) -> Tensor:
+    """Inference tail of an asymmetric block: ``relu(fuse(cat([*direct, z])))``.
+
+    ``z = relu(conv1x1(joint, joint_weight) + joint_bias)`` (the LSTC branch's pointwise conv with
+    its BN folded), or ``z = joint`` when ``joint_weight`` is None (the dynamic branch's output).
+
+    Args:
+        direct: Activated ``(N, C_i, T, H, W)`` outputs of the temporal/spatial branches.
+        joint: ``(N, C_j, T, H, W)`` joint-branch tensor, or None.
+        joint_weight: ``(C_z, C_j[, 1, 1, 1])`` or None.
+        joint_bias: ``(C_z,)`` or None (required with ``joint_weight``).
+        fuse_weight: ``(C_out, sum C_i + C_z[, 1, 1, 1])``, BN folded.
+        fuse_bias: ``(C_out,)``.
+
+    Returns:
+        ``(N, C_out, T, H, W)`` in channels_last_3d memory.
+    """
+    parts = list(direct)
+    if joint is not None:
+        parts.append(joint if joint_weight is None else F.relu(F.conv3d(joint, _as_conv1x1(joint_weight), joint_bias)))
+    cat = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return F.relu(F.conv3d(cat, _as_conv1x1(fuse_weight), fuse_bias)).contiguous(memory_format=CL)

@@ -801,6 +801,120 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> batch_norm_relu_conc
     return {grad_inputs, grad_weight, grad_bias};
 }
 
+/* ---- inference tail of a block: joint pointwise conv + ReLU, concatenation, fuse conv + ReLU -- */
+
+#define PB 8 /* positions per block: 8 independent accumulator chains cover the FMA latency */
+
+/* out[j, :] = act(bias + sum_k v[j, k] * wt[k, :]) for j < PB; v rows have stride K (PB rows,
+ * unused ones zero), out rows stride ldo, only the first `rows` rows are stored. */
+static void small_gemm(const float *__restrict__ v, i64 K, const float *__restrict__ wt,
+                       const float *__restrict__ bias, i64 N, float *__restrict__ out, i64 ldo, i64 rows) {
+    i64 ob = 0;
+    for (; ob + 8 <= N; ob += 8) {
+        const v8 b0 = LOAD8(bias + ob);
+        v8 acc[PB];
+        for (int j = 0; j < PB; ++j) acc[j] = b0;
+        for (i64 k = 0; k < K; ++k) {
+            const v8 w = LOAD8(wt + k * N + ob);
+            for (int j = 0; j < PB; ++j) acc[j] += v[j * K + k] * w;
+        }
+        for (i64 j = 0; j < rows; ++j) {
+            float *o = out + j * ldo + ob;
+            STORE8(o, acc[j]);
+            for (int q = 0; q < 8; ++q) o[q] = o[q] > 0.0f ? o[q] : 0.0f;
+        }
+    }
+    for (; ob < N; ++ob) { /* leftover output channels (N not a multiple of 8) */
+        for (i64 j = 0; j < rows; ++j) {
+            float s = bias[ob];
+            for (i64 k = 0; k < K; ++k) s += v[j * K + k] * wt[k * N + ob];
+            out[j * ldo + ob] = s < 0.0f ? 0.0f : s;
+        }
+    }
+}
+
+/* (out, in, 1, 1, 1) or (out, in) conv weight -> (in, out) contiguous */
+at::Tensor transposed_matrix(const at::Tensor &w) { return w.reshape({w.size(0), -1}).t().contiguous(); }
+
+at::Tensor block_tail_forward(at::TensorList direct, const c10::optional<at::Tensor> &joint,
+                              const c10::optional<at::Tensor> &joint_weight,
+                              const c10::optional<at::Tensor> &joint_bias, const at::Tensor &fuse_weight,
+                              const at::Tensor &fuse_bias) {
+    TORCH_CHECK(!direct.empty() || joint.has_value(), "block_tail needs at least one branch");
+    const at::Tensor &ref = direct.empty() ? *joint : direct[0];
+    check_float_cpu(ref, "branch output");
+    TORCH_CHECK(ref.dim() == 5, "branch outputs must be (N, C, T, H, W), got ", ref.sizes());
+    const i64 N = ref.size(0), T = ref.size(2), H = ref.size(3), W = ref.size(4), P = N * T * H * W;
+    std::vector<at::Tensor> rows;
+    std::vector<i64> widths;
+    i64 K = 0;
+    for (const auto &d : direct) {
+        check_float_cpu(d, "direct[i]");
+        TORCH_CHECK(d.dim() == 5 && d.size(0) == N && d.size(2) == T && d.size(3) == H && d.size(4) == W,
+                    "direct branch outputs must share N, T, H, W, got ", d.sizes());
+        rows.push_back(d.contiguous(kCL));
+        widths.push_back(d.size(1));
+        K += d.size(1);
+    }
+    at::Tensor j, wj, bj;
+    i64 cj = 0, cz = 0;
+    if (joint.has_value()) {
+        check_float_cpu(*joint, "joint");
+        TORCH_CHECK(joint->dim() == 5 && joint->size(0) == N && joint->size(2) == T && joint->size(3) == H &&
+                        joint->size(4) == W, "joint must share N, T, H, W, got ", joint->sizes());
+        j = joint->contiguous(kCL);
+        cj = j.size(1);
+        cz = cj;
+        if (joint_weight.has_value()) {
+            check_float_cpu(*joint_weight, "joint_weight");
+            TORCH_CHECK(joint_weight->size(1) == cj && joint_weight->numel() == joint_weight->size(0) * cj,
+                        "joint_weight must be (C_z, C_joint[, 1, 1, 1]), got ", joint_weight->sizes());
+            TORCH_CHECK(joint_bias.has_value() && joint_bias->numel() == joint_weight->size(0),
+                        "joint_bias must be (C_z,)");
+            wj = transposed_matrix(*joint_weight);
+            bj = joint_bias->contiguous();
+            cz = joint_weight->size(0);
+        }
+    }
+    K += cz;
+    check_float_cpu(fuse_weight, "fuse_weight");
+    check_float_cpu(fuse_bias, "fuse_bias");
+    TORCH_CHECK(fuse_weight.size(1) == K && fuse_weight.numel() == fuse_weight.size(0) * K,
+                "fuse_weight takes ", fuse_weight.size(1), " channels, the branches give ", K);
+    const i64 cout = fuse_weight.size(0);
+    TORCH_CHECK(fuse_bias.numel() == cout, "fuse_bias must be (C_out,)");
+    const at::Tensor wf = transposed_matrix(fuse_weight), bf = fuse_bias.contiguous();
+    at::Tensor out = at::empty({N, cout, T, H, W}, ref.options().memory_format(kCL));
+    if (P == 0) return out;
+    std::vector<const float *> dp;
+    for (const auto &r : rows) dp.push_back(r.data_ptr<float>());
+    const float *jp = j.defined() ? j.data_ptr<float>() : nullptr, *wjp = wj.defined() ? wj.data_ptr<float>() : nullptr;
+    const float *bjp = bj.defined() ? bj.data_ptr<float>() : nullptr;
+    const float *wfp = wf.data_ptr<float>(), *bfp = bf.data_ptr<float>();
+    float *op = out.data_ptr<float>();
+    const i64 blocks = (P + PB - 1) / PB, zoff = K - cz;
+    at::parallel_for(0, blocks, 16, [&](i64 begin, i64 end) {
+        std::vector<float> v(PB * K, 0.0f), jin(PB * std::max<i64>(cj, 1), 0.0f);
+        for (i64 blk = begin; blk < end; ++blk) {
+            const i64 p0 = blk * PB, nrows = std::min<i64>(PB, P - p0);
+            for (i64 r = 0; r < nrows; ++r) {
+                float *vr = v.data() + r * K;
+                i64 off = 0;
+                for (size_t i = 0; i < dp.size(); ++i) {
+                    std::memcpy(vr + off, dp[i] + (p0 + r) * widths[i], sizeof(float) * widths[i]);
+                    off += widths[i];
+                }
+                if (cj && !wjp) std::memcpy(vr + zoff, jp + (p0 + r) * cj, sizeof(float) * cj);
+                if (cj && wjp) std::memcpy(jin.data() + r * cj, jp + (p0 + r) * cj, sizeof(float) * cj);
+            }
+            if (cj && wjp) /* z written straight into its slot of the concatenated rows */
+                small_gemm(jin.data(), cj, wjp, bjp, cz, v.data() + zoff, K, nrows);
+            small_gemm(v.data(), K, wfp, bfp, cout, op + p0 * cout, cout, nrows);
+        }
+    });
+    return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(lstc_gait_cpu, m) {
@@ -814,6 +928,8 @@ TORCH_LIBRARY(lstc_gait_cpu, m) {
           "Tensor[] passthrough) -> (Tensor, Tensor, Tensor)");
     m.def("batch_norm_relu_concat_backward(Tensor grad_out, Tensor[] inputs, Tensor[] weights, Tensor[] biases, "
           "Tensor mean, Tensor var, float[] eps) -> (Tensor[], Tensor, Tensor)");
+    m.def("block_tail(Tensor[] direct, Tensor? joint, Tensor? joint_weight, Tensor? joint_bias, "
+          "Tensor fuse_weight, Tensor fuse_bias) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(lstc_gait_cpu, CPU, m) {
@@ -825,4 +941,5 @@ TORCH_LIBRARY_IMPL(lstc_gait_cpu, CPU, m) {
     m.impl("max_pool_hw2_backward", &max_pool_hw2_backward);
     m.impl("batch_norm_relu_concat", &batch_norm_relu_concat_forward);
     m.impl("batch_norm_relu_concat_backward", &batch_norm_relu_concat_backward);
+    m.impl("block_tail", &block_tail_forward);
 }
