@@ -360,14 +360,19 @@ def alternate(fns: dict[str, Callable[[], object]], iters: int, warmup: int = 2
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(iters):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             times[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
     medians = {k: statistics.median(v) for k, v in times.items()}
     ratios = {k: statistics.median(p / t for p, t in zip(times["plain"], v, strict=True))
               for k, v in times.items() if k != "plain"}
+    # CPU-time ratio: with --threads 1 on a shared machine, the speed-up an idle core would show
+    ratios.update({f"{k}_cpu": statistics.median(p / max(t, 1e-9) for p, t in zip(cpu["plain"], v, strict=True))
+                   for k, v in cpu.items() if k != "plain"})
     return medians, ratios
 
 
@@ -426,6 +431,7 @@ def bench_config(name: str, batch: int, iters: int, peaks: dict[str, float], tmp
             peak = peaks["bf16"] if k == "bf16" else peaks["fp32"]
             row[f"{k}_mfu"] = flops / secs[k] / (peak * 1e9)
         row["speedup_fp32"] = ratios["fp32"]
+        row["speedup_fp32_cpu"] = ratios["fp32_cpu"]
         row["speedup_bf16"] = ratios["bf16"] if bf16 else float("nan")
         if not bf16:
             row.update(bf16_seq_s=float("nan"), bf16_mem_mb=None, bf16_mfu=float("nan"))
@@ -443,12 +449,13 @@ def format_row(r: dict) -> str:
             f"{r['speedup_fp32']:.2f}x | {r['bf16_seq_s']:.2f} | {r['speedup_bf16']:.2f}x | "
             f"{100 * r['plain_mfu']:.1f}/{100 * r['fp32_mfu']:.1f}/{100 * r['bf16_mfu']:.1f} | "
             f"{fmt_mem(r['plain_mem_mb'])}/{fmt_mem(r['fp32_mem_mb'])}/{fmt_mem(r['bf16_mem_mb'])} | "
-            f"{r['cos_bf16']:.4f} | {r['max_rel_err']:.1e} |")
+            f"{r['cos_bf16']:.4f} | {r['max_rel_err']:.1e} | {r['speedup_fp32_cpu']:.2f}x |")
 
 
 HEADER = ("| config | mode | straightforward seq/s | fast fp32 seq/s | x | fast bf16 seq/s | x | "
-          "MFU % (sf/fp32/bf16) | peak RSS growth MB (sf/fp32/bf16) | bf16 cos (min) | fp32 max rel err |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+          "MFU % (sf/fp32/bf16) | peak RSS growth MB (sf/fp32/bf16) | bf16 cos (min) | fp32 max rel err | "
+          "fp32 x in CPU time |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def bench_loader(cache_dir: str, batch: int, steps: int, workers: int) -> None:
