@@ -8,8 +8,7 @@ by inductor, and the ``torch.ops.lstc_gait`` op (C++ kernel):
   forward + backward (block-1 shapes);
 - ``max_pool_hw2``: the 2x2 max-pool, forward + backward;
 - ``block_tail``: the inference tail of a block (LSTC pointwise conv + ReLU, concatenation, fuse
-  1x1x1 conv + ReLU, BNs folded). Its hand kernel was deleted (see docs/performance.md); the
-  eager and inductor columns are measured, the kernel column is n/a.
+  1x1x1 conv + ReLU, BNs folded), op ``lstc_gait::block_tail``.
 
 A hand kernel whose time inductor comes within 10 % of is a candidate for deletion. Inductor
 compiles for minutes on 2 cores: the shapes are one block-1 chunk (``--batch`` sequences).
@@ -111,7 +110,11 @@ def block_tail_case(batch: int):
                 fn(t, s, d)
         return step
 
-    return {"eager": run(plain), "inductor": run(compiled)}
+    def kernel():
+        with torch.no_grad():
+            ops.block_tail([t, s], d, wj, bj, wf, bf)
+
+    return {"eager": run(plain), "inductor": run(compiled), "kernel": kernel}
 
 
 def main(argv: list[str] | None = None) -> int:

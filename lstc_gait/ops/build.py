@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from lstc_gait.utils.fileio import atomic_output
+
 log = logging.getLogger(__name__)
 
 SOURCES = (Path(__file__).with_name("csrc") / "kernels.cpp",)
@@ -156,8 +158,10 @@ def compile_library(target: Path) -> None:
         built_path = Path(built) if isinstance(built, (str, os.PathLike)) else work / f"{target.stem}.so"
         if not built_path.exists():
             built_path = work / f"{target.stem}.so"
-        # Publishing the finished file is the one step others can observe: rename, never a copy.
-        os.replace(built_path, target)
+        # Publishing the finished file is the one step others can observe: renames, never a copy
+        # (the build folder and the cache are the same filesystem).
+        with atomic_output(target) as tmp:
+            shutil.move(str(built_path), str(tmp))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
