@@ -123,7 +123,8 @@ class TrainerConfig:
     log_every: int = 5  # steps between loss/lr logging (the only host syncs of the loop)
     checkpoint_every: int = 40  # steps between writes of checkpoints/last.pt
     amp: bool = False
-    amp_dtype: str = "auto"  # auto (bf16 on CPU, fp16 + grad scaler on CUDA) | bf16 | fp16
+    amp_dtype: str = "auto"  # auto (bf16 on CPU where native, else fp32; fp16 + grad scaler on CUDA) | bf16 | fp16
+    compile: bool = False  # torch.compile the model for training and evaluation (compile time is logged)
     grad_clip: float = 5.0  # max global grad norm, every step; 0 disables
     num_workers: int = 1
     deterministic: bool = False  # torch.use_deterministic_algorithms; needed for bitwise resume on CUDA

@@ -111,9 +111,15 @@ class Trainer:
         config: dict[str, Any] | None = None,
         num_classes: int = 0,
         step_hook: Callable[[int], None] | None = None,
+        compile: bool = False,
     ) -> None:
-        self.model = model  # possibly DDP-wrapped
         self.raw_model = model.module if hasattr(model, "module") else model
+        # trainer.compile: the training model (DDP wrapper included) and the evaluated model are
+        # compiled; checkpoints and EMA always use the plain module (keys without "_orig_mod.").
+        self.compile = bool(compile)
+        self.model = torch.compile(model) if self.compile else model  # possibly DDP-wrapped
+        self._compiled_eval: dict[int, nn.Module] = {}
+        self._compile_logged: set[str] = set()
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -237,7 +243,21 @@ class Trainer:
         return loss.detach(), parts
 
     def _eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.raw_model
+        module = self.ema.module if self.ema is not None else self.raw_model
+        if not self.compile:
+            return module
+        if id(module) not in self._compiled_eval:
+            self._compiled_eval[id(module)] = torch.compile(module)
+        return self._compiled_eval[id(module)]
+
+    def _log_compile_time(self, what: str, seconds: float) -> None:
+        """Log the first compiled call's time once (trainer.compile: compilation happens there)."""
+        if not self.compile or what in self._compile_logged:
+            return
+        self._compile_logged.add(what)
+        log.info("trainer.compile: first %s took %.1f s (compilation included)", what, seconds)
+        if self.tracker is not None and self.dist.is_main:
+            self.tracker.log_metrics({f"time/compile_{what}_s": seconds}, step=self.step)
 
     def evaluate(self) -> dict[str, float]:
         """Run the evaluation hook on the EMA (or raw) model.
@@ -247,7 +267,9 @@ class Trainer:
         """
         if self.evaluator is None:
             return {}
+        started = time.perf_counter()
         metrics = self.evaluator(self._eval_model(), self.step)
+        self._log_compile_time("evaluation", time.perf_counter() - started)
         self.last_metrics = dict(metrics)
         if self.dist.is_main:
             value = monitor_value(metrics, self.settings.monitor)
@@ -293,7 +315,9 @@ class Trainer:
         try:
             while self.step < s.max_steps:
                 x, y = next(batches)
+                step_started = time.perf_counter()
                 loss, parts = self._train_step(x, y)
+                self._log_compile_time("train_step", time.perf_counter() - step_started)
                 self.step += 1
                 self._advance_position()
                 seen += x.shape[0] * self.dist.world_size

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .blocks import AsymmetricBlock
 from .convbn import bn_is_folding, bn_scale_shift, conv_bn_relu
-from .layout import recording_graph, to_channels_last
+from .memory_format import recording_graph, to_channels_last
 from .pooling import LSTP, POOLING_MODES
 from .spatial_pool import SpatialMaxPool2
 from .stripes import check_stripes
@@ -135,7 +135,8 @@ class LSTCBackbone(nn.Module):
             return self._forward_batch(x, lengths)
         # BN uses running statistics in eval, so every sequence is independent: chunking is exact.
         # Near-equal chunks: a lone 1-sequence tail would fall off oneDNN onto a slower kernel.
-        bounds = torch.linspace(0, x.shape[0], -(-x.shape[0] // chunk) + 1).round().long().tolist()
+        n, pieces = x.shape[0], -(-x.shape[0] // chunk)
+        bounds = [(i * n + pieces // 2) // pieces for i in range(pieces + 1)]  # Python ints: no tensor round trip
         outs = [self._forward_batch(x[a:b], None if lengths is None else lengths[a:b])
                 for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}

@@ -255,7 +255,8 @@ def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, 
                       autocast_factory(device, dtype), make_scaler(device, dtype), ema=ema, dist_info=dist_info,
                       evaluator=TrainingEvaluation(evaluator, run_dir, "EMA" if ema is not None else "model"),
                       tracker=tracker, checkpoint_dir=run_dir / "checkpoints", config=resolved,
-                      num_classes=data.num_classes, step_hook=step_hook)
+                      num_classes=data.num_classes, step_hook=step_hook,
+                      compile=bool(OmegaConf.select(cfg, "trainer.compile", default=False)))
     trainer.extra_state["mlflow_run_id"] = getattr(tracker, "run_id", None)
     if resume is not None:
         trainer.load_state_dict(resume.state, resume.path)
