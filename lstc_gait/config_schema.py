@@ -41,6 +41,15 @@ class ModelConfig:
     pooling: str = "${pooling.name}"
     topk: int = "${pooling.topk}"  # type: ignore[assignment]
     temperature: float = "${pooling.temperature}"  # type: ignore[assignment]
+    # Architecture and head. A stored config WITHOUT these keys (checkpoints written before they
+    # existed) rebuilds the legacy model: build_gait_model's own defaults are lstc + single.
+    arch: str = "lstc"  # lstc | gaitset (models/gaitset.py)
+    head: str = "parts"  # parts: (N, D, P) part embedding | single: one (N, D) vector (original head)
+    part_dim: int = 128  # D per part (parts head, GaitSet)
+    pyramid: list[int] | None = None  # stripe pyramid levels (parts head) / HPM bins (GaitSet)
+    bnneck: bool = True  # BNNeck classifier (per part with the parts head) for the CE term
+    input_size: list[int] | None = None  # model-input resize (h, w) of the 64 x width frames
+    gaitset_channels: list[int] | None = None  # GaitSet stage widths (default 32/64/128)
 
 
 @dataclass
@@ -58,6 +67,8 @@ class LossConfig:
     label_smoothing: float = 0.1
     margin: float = 0.2
     distance: str = "euclidean"  # euclidean | sqeuclidean | cosine
+    mining: str = "batch_all"  # batch_all | batch_hard (Hermans et al. 2017)
+    nonzero_mean: bool = True  # batch_all: average over the triplets with a non-zero loss
 
 
 @dataclass
@@ -89,6 +100,9 @@ class SchedulerConfig:
     warmup_steps: int = 20
     warmup_start: float = 0.01
     min_lr_ratio: float = 0.01
+    decay: str = "cosine"  # cosine | step (x step_factor at each fraction of step_at) | none
+    step_at: list[float] = field(default_factory=lambda: [0.8])
+    step_factor: float = 0.1
 
 
 @dataclass
@@ -106,6 +120,10 @@ class TrainerConfig:
     backend: str = "auto"  # auto (gloo on CPU, nccl on CUDA) | gloo | nccl
     max_steps: int = 120  # budget in iterations; 0 means use max_epochs
     max_epochs: int = 0  # budget in sampler epochs when max_steps is 0
+    # Opt-in wall-clock budget (minutes of training, evaluation excluded): the schedule is planned
+    # for the steps that fit (measured step time), capped by max_steps when that is > 0.
+    max_minutes: float = 0.0
+    eval_every_minutes: float = 0.0  # evaluate every so many training minutes (0: off)
     eval_every: int = 0  # steps between evaluations; 0 = evaluate once at the end
     log_every: int = 5  # steps between loss/lr logging (the only host syncs of the loop)
     checkpoint_every: int = 40  # steps between writes of checkpoints/last.pt
@@ -129,6 +147,7 @@ class EvalConfig:
     batch_size: int = 8
     monitor: str = "auto"  # metric that picks best.pt; auto = mean of the probe sets' rank-1
     num_workers: int = 0
+    gei_baseline: bool = True  # after training, print GEI + nearest neighbour on the same test rows
 
 
 @dataclass
@@ -166,6 +185,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.joint_type": ("lstc", "dynamic"),
     "pooling.name": ("hard", "soft", "mean", "max"),
     "loss.distance": ("euclidean", "sqeuclidean", "cosine"),
+    "loss.mining": ("batch_all", "batch_hard"),
+    "model.arch": ("lstc", "gaitset"),
+    "model.head": ("single", "parts"),
+    "trainer.scheduler.decay": ("cosine", "step", "none"),
     "trainer.strategy": ("single", "ddp"),
     "trainer.backend": ("auto", "gloo", "nccl"),
     "trainer.amp_dtype": ("auto", "bf16", "fp16"),
@@ -187,8 +210,10 @@ def check_choices(cfg: DictConfig | Any) -> None:
         if value is not None and value < 1:
             raise ValueError(f"config key {key}={value} must be >= 1")
     if OmegaConf.select(cfg, "trainer.max_steps", default=1) <= 0 and \
-            OmegaConf.select(cfg, "trainer.max_epochs", default=1) <= 0:
-        raise ValueError("set a training budget: trainer.max_steps > 0 or trainer.max_epochs > 0")
+            OmegaConf.select(cfg, "trainer.max_epochs", default=1) <= 0 and \
+            OmegaConf.select(cfg, "trainer.max_minutes", default=0) <= 0:
+        raise ValueError("set a training budget: trainer.max_steps > 0, trainer.max_epochs > 0 or "
+                         "trainer.max_minutes > 0")
 
 
 def register_configs() -> None:

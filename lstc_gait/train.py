@@ -168,13 +168,18 @@ class ProtocolEvaluator:
                                  progress=self.progress and self.dist.is_main)
         if self.dist.enabled:
             parts = dist_utils.all_gather_object((self.shard, emb))
-            full = np.zeros((len(self.subjects), emb.shape[1]), dtype=np.float32)
+            full = np.zeros((len(self.subjects), *emb.shape[1:]), dtype=np.float32)
             for idx, e in parts:
                 full[idx] = e
             emb = full
         if not self.dist.is_main:
             return {}
         tables, metrics = protocol_metrics(self.protocol, emb, self.subjects, self.types, self.views, self.metric)
+        from lstc_gait.evaluation.baselines import same_view_table
+
+        same = same_view_table(tables)
+        if same is not None:
+            metrics.update({f"{k}/same_view_rank1": float(v) for k, v in same["mean"].items()})
         header = {"protocol": self.protocol, "distance": self.metric,
                   "checkpoint": f"{self.weights} weights at step {step}",
                   "split": f"{self.data.settings.split} ({len(set(self.subjects))} test subjects)",
@@ -306,7 +311,9 @@ def _train(cfg: DictConfig, resolved: dict, data: DataBundle, run_dir: Path, dis
     loss_fn = hydra.utils.instantiate(cfg.loss)
     optimizer = hydra.utils.instantiate(tr.optimizer, _convert_="all")(param_groups(model, tr.optimizer.weight_decay))
     max_steps = int(tr.max_steps) if tr.max_steps > 0 else int(tr.max_epochs) * sampler.num_batches(0)
-    scheduler = hydra.utils.instantiate(tr.scheduler)(optimizer, total_steps=max_steps)
+    max_minutes = float(OmegaConf.select(tr, "max_minutes", default=0.0) or 0.0)
+    # with max_minutes the trainer re-plans the schedule's length once it has measured a step
+    scheduler = hydra.utils.instantiate(tr.scheduler)(optimizer, total_steps=max(1, max_steps or 10 ** 6))
     dtype = amp_dtype(bool(tr.amp), tr.amp_dtype, device)
 
     weights = "EMA" if ema is not None else "model"
@@ -314,7 +321,8 @@ def _train(cfg: DictConfig, resolved: dict, data: DataBundle, run_dir: Path, dis
                                   device, dtype, dist_info, run_dir, tracker, progress, weights)
     settings = TrainSettings(max_steps=max_steps, eval_every=int(tr.eval_every), log_every=max(1, int(tr.log_every)),
                              checkpoint_every=int(tr.checkpoint_every), grad_clip=float(tr.grad_clip),
-                             progress=progress, monitor=cfg.eval.monitor)
+                             progress=progress, monitor=cfg.eval.monitor, max_minutes=max_minutes,
+                             eval_every_minutes=float(OmegaConf.select(tr, "eval_every_minutes", default=0.0) or 0.0))
     trainer = Trainer(train_model, loss_fn, optimizer, scheduler, sampler, loader, settings, device,
                       autocast_factory(device, dtype), make_scaler(device, dtype), ema=ema, dist_info=dist_info,
                       evaluator=evaluator, tracker=tracker, checkpoint_dir=run_dir / "checkpoints",
@@ -324,10 +332,17 @@ def _train(cfg: DictConfig, resolved: dict, data: DataBundle, run_dir: Path, dis
         trainer.load_state_dict(resume_state, resume_path)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_path, trainer.step, trainer.epoch,
                  trainer.index)
-    log.info("training %d steps: %s batches of %d x %d sequences x %d frames on %s%s", max_steps,
+    log.info("training %s: %s batches of %d x %d sequences x %d frames on %s%s",
+             f"{max_minutes:g} minutes" + (f" (at most {max_steps} steps)" if max_steps else "") if max_minutes
+             else f"{max_steps} steps",
              type(sampler).__name__, cfg.sampler.p, cfg.sampler.k, ds.num_frames, device,
              f" x {dist_info.world_size} processes" if dist_info.enabled else "")
     result = trainer.fit()
+    if dist_info.is_main and result.metrics and bool(OmegaConf.select(cfg, "eval.gei_baseline", default=True)):
+        from lstc_gait.evaluation.baselines import print_gei_comparison
+
+        print_gei_comparison(data.cache, data.test_rows, ds.evaluation, ds.width, cfg.eval.metric, result.metrics,
+                             tracker, result.step)
     if dist_info.is_main:
         log.info("done: step %d, %.1fs training, %.1f seq/s; test %s", result.step, result.seconds,
                  result.sequences_per_second,
