@@ -20,7 +20,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 SETS = ("NM", "BG", "CL")
@@ -96,9 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
 
     from lstc_gait.data import open_cache
+    from lstc_gait.engine.distributed import DistInfo
     from lstc_gait.evaluation.baselines import gei_baseline
     from lstc_gait.train import dataset_settings, load_data
-    from lstc_gait.engine.distributed import DistInfo
 
     info = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)

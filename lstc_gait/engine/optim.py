@@ -7,7 +7,6 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-
 DECAYS = ("cosine", "step", "none")
 
 
