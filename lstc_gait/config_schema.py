@@ -83,10 +83,10 @@ class SamplerConfig:
 
 @dataclass
 class OptimizerConfig:
-    _target_: str = "torch.optim.AdamW"
+    _target_: str = "torch.optim.Adam"
     _partial_: bool = True
-    lr: float = 3e-4
-    weight_decay: float = 0.05
+    lr: float = 1e-3
+    weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
 
@@ -97,10 +97,10 @@ class SchedulerConfig:
 
     _target_: str = "lstc_gait.engine.optim.warmup_cosine"
     _partial_: bool = True
-    warmup_steps: int = 20
+    warmup_steps: int = 0
     warmup_start: float = 0.01
     min_lr_ratio: float = 0.01
-    decay: str = "cosine"  # cosine | step (x step_factor at each fraction of step_at) | none
+    decay: str = "step"  # cosine | step (x step_factor at each fraction of step_at) | none
     step_at: list[float] = field(default_factory=lambda: [0.8])
     step_factor: float = 0.1
 

@@ -63,6 +63,8 @@ class JobInfo:
 
 
 def branches_in_words(model_cfg: Any) -> str:
+    if str(model_cfg.get("arch", "lstc")) != "lstc":  # GaitSet has no LSTC branches
+        return str(model_cfg.get("arch"))
     on = [n for n in ("temporal", "spatial", "joint") if bool(model_cfg.get(f"use_{n}", True))]
     return "+".join(on) if on else "none"
 
