@@ -66,13 +66,17 @@ def run_curve(label: str, overrides: list[str], minutes: float, every: float, ou
     Returns:
         ``{"label", "history": [{step, train_minutes, metrics...}], "result", "cfg"}``.
     """
-    from hydra import compose, initialize_config_module
+    from hydra import compose, initialize_config_dir
 
+    import lstc_gait
+    from lstc_gait.config_schema import register_configs
     from lstc_gait.train import JobInfo, run
 
     ovr = [f"trainer.max_minutes={minutes}", f"trainer.eval_every_minutes={every}", "trainer.max_steps=0",
            "trainer.max_epochs=0", "trainer.progress=false", "eval.gei_baseline=false", *overrides]
-    with initialize_config_module(config_module="lstc_gait.conf", version_base="1.3"):
+    register_configs()
+    conf_dir = str(Path(lstc_gait.__file__).resolve().parent / "conf")
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
         cfg = compose(config_name="config", overrides=ovr)
     result = run(cfg, out_dir / label, JobInfo(overrides=ovr))
     return {"label": label, "history": result.history, "result": result, "cfg": cfg}
@@ -94,7 +98,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import numpy as np
 
-    from lstc_gait.data import open_cache
     from lstc_gait.engine.distributed import DistInfo
     from lstc_gait.evaluation.baselines import gei_baseline
     from lstc_gait.train import dataset_settings, load_data
@@ -112,8 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = curves[0]["cfg"]
     data = load_data(cfg, DistInfo(), progress=False)
     ds = dataset_settings(cfg)
-    _, gei = gei_baseline(open_cache(data.cache.root) if hasattr(data.cache, "root") else data.cache,
-                          data.test_rows, ds.evaluation, ds.width, str(cfg.eval.metric))
+    _, gei = gei_baseline(data.cache, data.test_rows, ds.evaluation, ds.width, str(cfg.eval.metric))
     cols = [f"{s}/rank1" for s in SETS] + [f"{s}/same_view_rank1" for s in SETS]
     head = "| preset | min | step | " + " | ".join(c.replace("/rank1", " x-view").replace("/same_view_rank1", " same")
                                                  for c in cols) + " |"
