@@ -118,7 +118,7 @@ class TrainerConfig:
     strategy: str = "single"  # single | ddp
     devices: int = 1  # processes for strategy=ddp (spawned unless launched by torchrun)
     backend: str = "auto"  # auto (gloo on CPU, nccl on CUDA) | gloo | nccl
-    max_steps: int = 120  # budget in iterations; 0 means use max_epochs
+    max_steps: int = 300  # budget in iterations; 0 means use max_epochs (or max_minutes)
     max_epochs: int = 0  # budget in sampler epochs when max_steps is 0
     # Opt-in wall-clock budget (minutes of training, evaluation excluded): the schedule is planned
     # for the steps that fit (measured step time), capped by max_steps when that is > 0.
@@ -126,7 +126,7 @@ class TrainerConfig:
     eval_every_minutes: float = 0.0  # evaluate every so many training minutes (0: off)
     eval_every: int = 0  # steps between evaluations; 0 = evaluate once at the end
     log_every: int = 5  # steps between loss/lr logging (the only host syncs of the loop)
-    checkpoint_every: int = 40  # steps between writes of checkpoints/last.pt
+    checkpoint_every: int = 100  # steps between writes of checkpoints/last.pt
     amp: bool = False
     amp_dtype: str = "auto"  # auto (bf16 on CPU, fp16 + grad scaler on CUDA) | bf16 | fp16
     grad_clip: float = 5.0  # max global grad norm, every step; 0 disables
