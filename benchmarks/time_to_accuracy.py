@@ -98,9 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import numpy as np
 
-    from lstc_gait.engine.distributed import DistInfo
+    from omegaconf import OmegaConf
+
+    from lstc_gait.data.selection import effective_dataset_node, load_training_data
     from lstc_gait.evaluation.baselines import gei_baseline
-    from lstc_gait.train import dataset_settings, load_data
+    from lstc_gait.utils.paths import resolve_path
 
     info = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
@@ -113,8 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     curves = [run_curve(label, ovr, args.minutes, args.every, args.out / "runs") for label, ovr in presets]
     # GEI + NN on the very test rows the models were evaluated on
     cfg = curves[0]["cfg"]
-    data = load_data(cfg, DistInfo(), progress=False)
-    ds = dataset_settings(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    data = load_training_data(effective_dataset_node(resolved) or {}, resolve_path(cfg.paths.data_dir) or "outputs/data",
+                              progress=False)
+    ds = data.settings
     _, gei = gei_baseline(data.cache, data.test_rows, ds.evaluation, ds.width, str(cfg.eval.metric))
     cols = [f"{s}/rank1" for s in SETS] + [f"{s}/same_view_rank1" for s in SETS]
     head = "| preset | min | step | " + " | ".join(c.replace("/rank1", " x-view").replace("/same_view_rank1", " same")

@@ -10,7 +10,7 @@ import torch
 
 from lstc_gait.data.augment import AugmentConfig, affine_jitter, apply_augment, erode3x3
 from lstc_gait.engine.optim import WarmupCosine
-from lstc_gait.losses import BatchHardTripletLoss, GaitLoss
+from lstc_gait.engine.losses import BatchHardTripletLoss, GaitLoss
 from lstc_gait.models import build_gait_model
 from lstc_gait.models.heads import GaitModel, SeparateFCs, StripePyramid
 from lstc_gait.train import JobInfo, run
@@ -63,12 +63,12 @@ def test_part_head_shapes_pyramid_and_separate_fcs():
 
 
 def test_stored_config_without_head_keys_builds_the_legacy_single_head():
-    from lstc_gait.evaluation.commands import model_kwargs_from_config
+    from lstc_gait.engine.checkpoint import model_from_stored_config
 
-    legacy = {"model": {"_target_": "lstc_gait.models.build_gait_model", "in_channels": 1, "base_channels": 8,
-                        "num_stripes": 4, "embedding_dim": 32, "kernels": [[3, 7, 3], [3, 5, 3], [3, 3, 3]],
-                        "pooling": "hard", "topk": 2, "temperature": 1.0}}
-    model = build_gait_model(5, **model_kwargs_from_config(legacy))
+    legacy = {"_target_": "lstc_gait.models.build_gait_model", "in_channels": 1, "base_channels": 8,
+              "num_stripes": 4, "embedding_dim": 32, "kernels": [[3, 7, 3], [3, 5, 3], [3, 3, 3]],
+              "pooling": "hard", "topk": 2, "temperature": 1.0}
+    model = model_from_stored_config(legacy, 5)
     assert isinstance(model, GaitModel) and model.head_type == "single" and model.part_head is None
     ref = GaitModel(__import__("lstc_gait.models", fromlist=["LSTCBackbone"]).LSTCBackbone(
         base_channels=8, num_stripes=4, embedding_dim=32), 5)

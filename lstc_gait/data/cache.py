@@ -39,7 +39,86 @@ class CacheError(ValueError):
     """A cache folder is missing, incomplete or inconsistent (the message names the file)."""
 
 
+def summarise_report(report: pd.DataFrame) -> list[tuple[str, str, int, str]]:
+    """Group a prepare report's rows by level and cause.
+
+    Args:
+        report: The rows of ``prepare_report.csv`` (columns ``level``, ``cause``, ``path``; a
+            report without ``cause``, from an older version, is grouped by ``reason``).
+
+    Returns:
+        ``(level, cause, count, example path)`` tuples: sequences first, then frames; the most
+        frequent cause first within each level.
+    """
+    if report is None or not len(report):
+        return []
+    cause_col = "cause" if "cause" in report.columns else "reason"
+    groups = []
+    for level in ("sequence", "frame"):
+        rows = report[report["level"] == level]
+        for cause, part in rows.groupby(cause_col, sort=False):
+            groups.append((level, str(cause), len(part), str(part["path"].iloc[0])))
+    order = {"sequence": 0, "frame": 1}
+    return sorted(groups, key=lambda g: (order[g[0]], -g[2], g[1]))
+
+
+class EmptyCacheError(CacheError):
+    """A cache holds no sequence: everything was skipped (the message names the top causes)."""
+
+    @classmethod
+    def from_report(cls, cache_dir: str | Path, report: pd.DataFrame | None = None, what: str = "") -> EmptyCacheError:
+        """The one-line error for an empty cache, naming the most frequent skip causes.
+
+        Args:
+            cache_dir: The cache folder; its ``prepare_report.csv`` is read when ``report`` is None.
+            report: The prepare report's rows, if at hand.
+            what: Where the data came from (e.g. ``"under /data/raw"``), for the message.
+
+        Returns:
+            The error (to raise).
+        """
+        cache_dir = Path(cache_dir)
+        report_path = cache_dir / REPORT_FILE
+        if report is None:
+            try:
+                report = pd.read_csv(report_path, dtype=str, keep_default_na=False)
+            except (OSError, ValueError):
+                report = None
+        groups = summarise_report(report) if report is not None else []
+        parts = []
+        for level in ("sequence", "frame"):
+            mine = [g for g in groups if g[0] == level]
+            if mine:
+                top = "; ".join(f"{cause} ({count}, e.g. {example})" for _, cause, count, example in mine[:3])
+                more = f"; {len(mine) - 3} more cause(s)" if len(mine) > 3 else ""
+                parts.append(f"{sum(g[2] for g in mine)} {level}(s) skipped: {top}{more}")
+        where = f" {what}" if what else ""
+        reasons = (" -- " + " -- ".join(parts)) if parts else ""
+        see = f"; every skip is listed in {report_path}" if report_path.exists() or report is not None else ""
+        return cls(f"no usable sequence{where}: the cache {cache_dir} is empty{reasons}{see}")
+
+
+def require_sequences(cache: SequenceCache) -> SequenceCache:
+    """Check that a cache holds at least one sequence.
+
+    Args:
+        cache: An open cache.
+
+    Returns:
+        ``cache`` itself.
+
+    Raises:
+        EmptyCacheError: The cache is empty; the message names the most frequent skip causes of
+            the prepare run and its report file.
+    """
+    if len(cache) == 0:
+        roots = cache.meta.get("roots") or []
+        raise EmptyCacheError.from_report(cache.path, what=f"under {', '.join(map(str, roots))}" if roots else "")
+    return cache
+
+
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
@@ -113,6 +192,7 @@ class SequenceCache:
     # memory map opened on first use (and again after unpickling in a worker process)
     @property
     def data(self) -> np.ndarray:
+        """All frames, ``(total_frames, 64, 64)`` uint8, read-only memory map (opened on first use)."""
         if self._data is None:
             if self.total_frames == 0:
                 self._data = np.zeros((0, *FRAME_SHAPE), dtype=np.uint8)
@@ -130,6 +210,7 @@ class SequenceCache:
         return len(self.keys)
 
     def num_frames(self, i: int) -> int:
+        """Number of frames of sequence ``i``."""
         return int(self.offsets[i + 1] - self.offsets[i])
 
     def frames(self, i: int) -> np.ndarray:

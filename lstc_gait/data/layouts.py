@@ -9,7 +9,7 @@ Layouts (see docs/data.md):
 - ``flat``     ROOT/<subject>/<sequence>/<frame>.<image ext>   (original lstc-gait)
 - ``casia_b``  ROOT/<subject>/<type>/<view>/<frame>.png        (e.g. 001/nm-01/090/)
 - ``ou_mvlp``  ROOT/Silhouette_<view>-<seq>/<subject>/<frame>.png
-- ``opengait`` ROOT/<id>/<type>/<view>/<anything>.pkl          (uint8 [T, 64, 64], pretreated)
+- ``opengait`` ROOT/<id>/<type>/<view>/<anything>.pkl          ([T, 64, 64] or [T, 64, 44], pretreated)
 
 Column meaning: ``type`` is the condition a protocol reads (CASIA-B ``nm-01``, OU-MVLP ``00``/``01``);
 ``seq`` is the sequence's own name, unique together with subject and view; ``kind`` is ``frames``
@@ -43,6 +43,7 @@ class LayoutError(ValueError):
 
 
 def is_image_file(name: str) -> bool:
+    """Whether a file name has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 

@@ -124,3 +124,29 @@ class GaitSet(nn.Module):
         if self.head is not None:
             out["logits"] = self.head(out["embedding"])
         return out
+
+
+def build_gaitset(num_classes: int = 0, in_channels: int = 1, part_dim: int = 128,
+                  pyramid: Sequence[int] | None = None, bnneck: bool = True,
+                  input_size: Sequence[int] | None = None, gaitset_channels: Sequence[int] | None = None,
+                  **ignored: object) -> GaitSet:
+    """Build :class:`GaitSet` from the ``model`` config node (the ``gaitset`` variant).
+
+    Args:
+        num_classes: training identities (0: no classifier).
+        in_channels: silhouette channels.
+        part_dim: D per strip.
+        pyramid: HPM bins (None: 16, 8, 4, 2, 1).
+        bnneck: per-part BNNeck classifier when ``num_classes > 0``.
+        input_size: ``(h, w)`` model-input resize, or None.
+        gaitset_channels: the three stage widths (None: 32, 64, 128).
+        **ignored: the LSTC-only keys of the model node.
+
+    Returns:
+        The model.
+    """
+    del ignored
+    return GaitSet(num_classes=int(num_classes), in_channels=int(in_channels),
+                   channels=tuple(gaitset_channels) if gaitset_channels else (32, 64, 128),
+                   bins=tuple(pyramid) if pyramid else (16, 8, 4, 2, 1), part_dim=int(part_dim), bnneck=bool(bnneck),
+                   input_size=tuple(input_size) if input_size else None)

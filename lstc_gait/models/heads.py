@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from .backbone import LSTCBackbone
 
 HEAD_TYPES = ("single", "parts")
-ARCHITECTURES = ("lstc", "gaitset")
 
 
 class BNNeckHead(nn.Module):
@@ -266,49 +265,39 @@ class GaitModel(nn.Module):
         return out
 
 
-def build_gait_model(num_classes: int = 0, arch: str = "lstc", head: str = "single", part_dim: int = 128,
+def build_gait_model(num_classes: int = 0, head: str = "single", part_dim: int = 128,
                      pyramid: Sequence[int] | None = None, bnneck: bool = True,
                      input_size: Sequence[int] | None = None, gaitset_channels: Sequence[int] | None = None,
-                     **backbone_kwargs: Any) -> nn.Module:
-    """Hydra ``_target_`` of ``model``: build a :class:`GaitModel` or a GaitSet model.
+                     **backbone_kwargs: Any) -> GaitModel:
+    """Build a :class:`GaitModel` (LSTC/LSTP backbone + head); the registered variants call it.
 
-    The defaults here are the legacy ones: a stored config without ``arch``/``head`` (every
-    checkpoint written before part heads existed) rebuilds the original single-vector model,
-    whatever the config files now default to.
+    The defaults here are the legacy ones: a stored config without ``head`` (every checkpoint
+    written before part heads existed) rebuilds the original single-vector model, whatever the
+    config schema now defaults to.
 
     Args:
         num_classes: training identities (0: no classifier).
-        arch: ``lstc`` (LSTC/LSTP backbone) or ``gaitset`` (:class:`~lstc_gait.models.gaitset.GaitSet`).
-        head: ``single`` or ``parts`` (LSTC only; GaitSet always has parts).
-        part_dim: D per part.
-        pyramid: stripe pyramid levels (LSTC parts head) or HPM bins (GaitSet, default 16/8/4/2/1).
-        bnneck: per-part (or single) BNNeck classifier when ``num_classes > 0``.
-        input_size: ``(h, w)`` model-input resize.
-        gaitset_channels: GaitSet's three stage widths (default 32/64/128).
-        **backbone_kwargs: :class:`LSTCBackbone` arguments (ignored by GaitSet except ``in_channels``).
+        head: ``single`` or ``parts``.
+        part_dim: D per part (parts head).
+        pyramid: stripe pyramid levels (parts head), or None.
+        bnneck: the (per-part) BNNeck classifier when ``num_classes > 0``.
+        input_size: ``(h, w)`` model-input resize, or None.
+        gaitset_channels: ignored (GaitSet's key; the schema passes every model key).
+        **backbone_kwargs: :class:`LSTCBackbone` arguments.
 
     Returns:
         The model; ``forward(x (N, 1, T, H, W), lengths) -> dict`` with ``embedding``.
 
     Raises:
-        ValueError: an unknown architecture or head, or invalid sizes.
+        ValueError: an unknown head or invalid sizes.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"model.arch must be one of {ARCHITECTURES}, got {arch!r}")
-    kwargs = {k: _plain(v) for k, v in backbone_kwargs.items()}
-    pyramid = _plain(pyramid) or None
-    input_size = _plain(input_size) or None
-    if arch == "gaitset":
-        from .gaitset import GaitSet
-
-        return GaitSet(num_classes=int(num_classes), in_channels=int(kwargs.get("in_channels", 1)),
-                       channels=_plain(gaitset_channels) or (32, 64, 128), bins=pyramid or (16, 8, 4, 2, 1),
-                       part_dim=int(part_dim), bnneck=bool(bnneck), input_size=input_size)
+    del gaitset_channels
     if head not in HEAD_TYPES:
         raise ValueError(f"model.head must be one of {HEAD_TYPES}, got {head!r}")
+    kwargs = {k: _plain(v) for k, v in backbone_kwargs.items()}
     backbone = LSTCBackbone(**kwargs, flat_embedding=head == "single")
-    return GaitModel(backbone, int(num_classes), head=head, part_dim=int(part_dim), pyramid=pyramid,
-                     bnneck=bool(bnneck), input_size=input_size)
+    return GaitModel(backbone, int(num_classes), head=head, part_dim=int(part_dim), pyramid=_plain(pyramid) or None,
+                     bnneck=bool(bnneck), input_size=_plain(input_size) or None)
 
 
 def _plain(value: Any) -> Any:

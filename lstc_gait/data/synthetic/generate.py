@@ -348,6 +348,6 @@ def _summary_dict(summary) -> dict | str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from lstc_gait.utils.fileio import atomic_write_text
+
+    atomic_write_text(path, text)

@@ -16,7 +16,8 @@ MINING = ("batch_hard", "batch_all")
 
 
 def pairwise_distance(x: Tensor, y: Tensor, kind: str = "euclidean") -> Tensor:
-    """Distances between rows, in float32.
+    """Differentiable distances between rows for the training losses, in float32 (evaluation uses
+    :func:`lstc_gait.evaluation.metrics.pairwise_distance`, a bit-stable chunked search instead).
 
     Args:
         x: (N, D) or (P, N, D) (one matrix per part).
