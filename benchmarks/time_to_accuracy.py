@@ -97,7 +97,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-mlflow", action="store_true")
     args = ap.parse_args(argv)
     import numpy as np
-
     from omegaconf import OmegaConf
 
     from lstc_gait.data.selection import effective_dataset_node, load_training_data

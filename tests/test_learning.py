@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lstc_gait.data.augment import AugmentConfig, affine_jitter, apply_augment, erode3x3
-from lstc_gait.engine.optim import WarmupCosine
 from lstc_gait.engine.losses import BatchHardTripletLoss, GaitLoss
+from lstc_gait.engine.optim import WarmupCosine
 from lstc_gait.models import build_gait_model
 from lstc_gait.models.heads import GaitModel, SeparateFCs, StripePyramid
 from lstc_gait.train import JobInfo, run
