@@ -79,6 +79,7 @@ class Recorder(NullTracker):
 
 def test_resume_with_changed_settings_replans_the_schedule_and_records_the_change(debug_cfg, tmp_path, caplog):
     base = ["trainer.log_every=1", "trainer.checkpoint_every=0", "trainer.eval_every=0",
+            "trainer.scheduler.decay=cosine", "trainer.scheduler.warmup_steps=2",
             "tracking._target_=tests.test_resume.Recorder"]
     import importlib
 
@@ -94,7 +95,7 @@ def test_resume_with_changed_settings_replans_the_schedule_and_records_the_chang
     assert sorted(lr) == [9, 10, 11, 12]
     cfg = debug_cfg(*base)
     sched, base_lr = cfg.trainer.scheduler, float(cfg.trainer.optimizer.lr)
-    plan = WarmupCosine(12, sched.warmup_steps, sched.warmup_start, sched.min_lr_ratio)
+    plan = WarmupCosine(12, **{k: v for k, v in sched.items() if not k.startswith("_")})
     minimum = base_lr * sched.min_lr_ratio
     for step in (9, 10, 11, 12):  # the lr after each step follows the 12-step plan (the lr of the next step)
         assert lr[step] == pytest.approx(base_lr * plan(step), rel=1e-6)

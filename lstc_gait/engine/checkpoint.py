@@ -339,7 +339,8 @@ def _model_diffs(saved_config: Mapping[str, Any], config: Mapping[str, Any]) -> 
 
 # Keys that re-plan the learning-rate schedule from the current step when a resumed run changes them.
 SCHEDULE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_minutes", "trainer.optimizer.lr",
-                 "trainer.scheduler.warmup_steps", "trainer.scheduler.warmup_start", "trainer.scheduler.min_lr_ratio")
+                 "trainer.scheduler.warmup_steps", "trainer.scheduler.warmup_start", "trainer.scheduler.min_lr_ratio",
+                 "trainer.scheduler.decay", "trainer.scheduler.step_at", "trainer.scheduler.step_factor")
 # Keys (and prefixes) a resumed run cannot change: the model's shape and the training data (its subjects,
 # hence the classifier), and the optimizer / scheduler kinds whose state the checkpoint holds.
 FIXED_ON_RESUME = ("model.", "pooling.", "dataset.", "trainer.shrink_synthetic", "trainer.optimizer._target_",
