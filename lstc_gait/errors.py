@@ -26,6 +26,9 @@ _ENVIRONMENT_ERRNOS = frozenset(getattr(errno, name) for name in (
 _ACCESS_ERRNOS = frozenset(getattr(errno, name) for name in ("EACCES", "EPERM", "EROFS") if hasattr(errno, name))
 
 
+_ENVIRONMENT_CLASSES = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
 class UserError(Exception):
     """An expected user error; its message says what was wrong and how to fix it."""
 
@@ -45,7 +48,7 @@ def _environment_error(exc: BaseException) -> OSError | None:
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.errno in _ENVIRONMENT_ERRNOS:
+        if isinstance(cur, OSError) and (cur.errno in _ENVIRONMENT_ERRNOS or isinstance(cur, _ENVIRONMENT_CLASSES)):
             return cur
         cur = cur.__cause__ or cur.__context__
     return None
@@ -74,7 +77,7 @@ def user_error_message(exc: BaseException) -> str | None:
         if os_error is None:
             return None
         where = os_error.filename if os_error.filename is not None else ""
-        text = f"{os_error.strerror or os_error}: {where}" if where else str(os_error)
+        text = f"{os_error.strerror or os_error}: {where}" if where and os_error.strerror else str(os_error)
         if os_error.errno in _ACCESS_ERRNOS:
             text += " (a folder this user cannot write to: fix its permissions or choose another output folder)"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
