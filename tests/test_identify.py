@@ -19,7 +19,6 @@ import torch
 from lstc_gait.identify import (
     Gallery,
     IdentifyError,
-    SilhouetteOptions,
     enroll,
     extract_silhouettes,
     identify,
@@ -218,3 +217,51 @@ def test_enroll_identify_cli_errors_leave_gallery_unchanged(tmp_path, clips):
     _one_line_error(["lstc_gait.identify", f"gallery={gal}", f"input={clips[(3, 'nm-01')][0]}",
                      f"out={tmp_path / 'o.csv'}", f"checkpoint={ck_b}"], str(ck_b), "not the checkpoint")
     assert _gallery_bytes(gal) == before and not (tmp_path / "o.csv").exists()
+
+
+# ----------------------------------------------------------------------------------------- round trip
+
+
+def test_enroll_identify_round_trip_and_unknown_rejected(tmp_path, clips):
+    """Walkers 1-3 enrolled from two side-view videos each, a third video of each and of walker 4
+    (never enrolled) identified, through the commands. The model (tests/fixtures/identify_side_view.pt)
+    is a small LSTC trained 300 steps on SynthGait seed 7 (other people than these seed-0 walkers):
+    ``python -m lstc_gait.train dataset.synthetic.num_subjects=48 dataset.synthetic.seed=7
+    'dataset.synthetic.types=[nm-01,...,nm-06]' 'dataset.synthetic.views=["072","090","108"]'
+    trainer.max_steps=300``, EMA weights kept."""
+    import pandas as pd
+
+    gal = tmp_path / "gallery"
+    enrol_csv = tmp_path / "people.csv"
+    enrol_csv.write_text("path,subject\n" + "".join(f"{clips[(s, t)][0]},walker{s}\n" for s in (1, 2, 3)
+                                                   for t in ("nm-01", "nm-02")))
+    run = subprocess.run([sys.executable, "-m", "lstc_gait.enroll", f"checkpoint={MODEL_FIXTURE}", f"gallery={gal}",
+                          f"input={enrol_csv}", "device=cpu"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    meta = json.loads((gal / "gallery.json").read_text())
+    assert len(meta["entries"]) == 6 and meta["metric"] == "euclidean" and len(meta["checkpoint"]["sha256"]) == 64
+    assert meta["threshold"]["far"] == 0.01 and meta["threshold"]["impostor_pairs"] == 12
+    assert "threshold" in run.stdout
+
+    probes = tmp_path / "probes.csv"
+    probes.write_text("path\n" + "".join(f"{clips[(s, 'nm-03')][0]}\n" for s in (1, 2, 3, 4)))
+    out = tmp_path / "result.csv"
+    run = subprocess.run([sys.executable, "-m", "lstc_gait.identify", f"gallery={gal}", f"input={probes}",
+                          f"out={out}", "top_k=2", "device=cpu"], capture_output=True, text=True, timeout=600,
+                         cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert out.read_text().splitlines()[0] == "probe,rank,subject,distance,accepted"
+    table = pd.read_csv(out)
+    assert len(table) == 8 and table.groupby("probe")["rank"].apply(list).map(lambda r: r == [1, 2]).all()
+    top1 = table[table["rank"] == 1].set_index("probe")
+    for s in (1, 2, 3):
+        row = top1.loc[str(clips[(s, "nm-03")][0])]
+        assert row["subject"] == f"walker{s}" and bool(row["accepted"]), row
+    assert not bool(top1.loc[str(clips[(4, "nm-03")][0])]["accepted"])  # never enrolled: rejected
+    assert not table["accepted"][table["rank"] == 2].any()
+    assert "walker1" in run.stdout and "threshold" in run.stdout
+
+    # library: a fixed threshold; identification never changes the entries
+    res = identify(gal, clips[(1, "nm-03")][0], None, top_k=5, threshold=1e6, device="cpu")
+    assert [r["rank"] for r in res.rows] == [1, 2, 3] and all(r["accepted"] for r in res.rows)
+    assert len(Gallery.open(gal)) == 6

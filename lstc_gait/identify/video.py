@@ -11,7 +11,8 @@ Pipeline (:func:`extract_silhouettes`):
    ``auto`` takes the median of the clip's still segment when it starts or ends with one (empty
    lead-in / lead-out frames), else the temporal median of the whole clip; OpenCV's MOG2 and KNN
    subtractors are available too.
-4. Foreground = colour distance to the background above a noise-adaptive threshold, then clean-up:
+4. Foreground = colour distance to the background above a noise-adaptive threshold and above a share
+   of the largest distance nearby (codec ringing around the walker is not foreground), then clean-up:
    opening (specks), closing (joins limbs), the largest connected component (plus pieces of the same
    person just above or below it), hole filling.
 5. Frames with nobody (too small a silhouette) or a walker cut by the left/right frame border are
@@ -48,6 +49,12 @@ class SilhouetteOptions:
         max_frames: frames read at most from one video.
         threshold: minimum RGB distance (0..441) of a foreground pixel to the background; raised
             on noisy clips to ``noise_factor`` noise standard deviations.
+        local_contrast: a pixel's distance must also reach this share of the largest distance within
+            ``local_window`` pixels (rejects the codec's ringing just outside a contrasted walker,
+            keeps low-contrast clothing away from such edges).
+        local_window: size of that neighbourhood in pixels.
+        max_hole: holes inside the silhouette up to this share of its area are filled (larger ones,
+            like the gap between the legs closed by the feet, stay open).
         noise_factor: the threshold is at least this many noise standard deviations.
         min_person: smallest silhouette kept, as a share of the frame area.
         drop_border: drop frames where the silhouette touches the left or right border (walker cut).
@@ -59,8 +66,14 @@ class SilhouetteOptions:
     background_method: str = "auto"
     max_height: int = 480
     max_frames: int = 3000
-    threshold: float = 36.0
+    threshold: float = 18.0
     noise_factor: float = 5.0
+    local_contrast: float = 0.4
+    local_window: int = 7
+    max_hole: float = 0.02
+    open_px: int = 3
+    close_px: int = 3
+    piece_min: float = 0.02
     min_person: float = 0.003
     drop_border: bool = True
     multi_person_share: float = 0.3
@@ -311,12 +324,16 @@ def foreground_masks(frames: np.ndarray, background: np.ndarray | None, opts: Si
     or OpenCV's subtractor output when ``method`` is ``mog2`` / ``knn`` (``background`` None)."""
     if method in ("mog2", "knn"):
         return _subtractor_masks(frames, method)
+    import cv2
+
     noise = _noise_level(frames.astype(np.float32))
     thr = max(float(opts.threshold), float(opts.noise_factor) * noise * np.sqrt(3.0))
     bg = background.astype(np.float32)
+    window = np.ones((int(opts.local_window), int(opts.local_window)), np.uint8)
     out = np.empty(frames.shape[:3], bool)
     for i, f in enumerate(frames):  # frame by frame: bounded float memory on long clips
-        out[i] = ((f.astype(np.float32) - bg) ** 2).sum(axis=2) > thr * thr
+        dist = np.sqrt(((f.astype(np.float32) - bg) ** 2).sum(axis=2))
+        out[i] = (dist > thr) & (dist >= float(opts.local_contrast) * cv2.dilate(dist, window))
     return out
 
 
@@ -327,14 +344,21 @@ def _kernel(size: int):
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
 
-def clean_mask(raw: np.ndarray) -> tuple[np.ndarray, int, int]:
+def clean_mask(raw: np.ndarray, max_hole: float = 0.02, open_px: int = 3, close_px: int = 3,
+               piece_min: float = 0.02) -> tuple[np.ndarray, int, int]:
     """Clean one raw foreground mask.
 
     Opening removes specks, closing joins limbs, the largest connected component is kept together
-    with components of the same person (overlapping its columns), and holes are filled.
+    with sizeable pieces of the same person (inside its rows and columns), and small holes are filled.
 
     Args:
         raw: bool (H, W).
+        max_hole: holes up to this share of the silhouette's area are filled.
+        open_px, close_px: sizes of the opening and closing ellipses at 240 rows (scaled with the
+            frame height; 0 skips the step).
+        piece_min: other components in the walker's columns, at most a quarter of its height away,
+            of at least this share of its area are kept as pieces of it (smaller specks would
+            stretch the crop).
 
     Returns:
         (uint8 (H, W) 0/255 silhouette, area of the largest component, area of the largest component
@@ -344,34 +368,36 @@ def clean_mask(raw: np.ndarray) -> tuple[np.ndarray, int, int]:
 
     h = raw.shape[0]
     m = raw.astype(np.uint8)
-    size = max(3, h // 100)  # 3 px at 240 rows, 5 at 480: thin limbs survive, specks do not
-    m = cv2.morphologyEx(m, cv2.MORPH_OPEN, _kernel(size))
-    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _kernel(size))
+    scale = max(1.0, h / 240.0)
+    if open_px:
+        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, _kernel(round(open_px * scale)))
+    if close_px:
+        m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _kernel(round(close_px * scale)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
     if n <= 1:
         return np.zeros_like(m), 0, 0
     areas = stats[1:, cv2.CC_STAT_AREA]
     order = np.argsort(-areas) + 1
     best = order[0]
-    x, _, w, hh, area = stats[best]
+    x, y, w, hh, area = stats[best]
     margin = 0.1 * hh
     keep = [best]
     other = 0
     for lab in order[1:]:
-        lx, _, lw, _, la = stats[lab]
-        if lx < x + w + margin and lx + lw > x - margin:
-            keep.append(lab)
-        else:
-            other = max(other, int(la))
+        lx, ly, lw, lh, la = stats[lab]
+        if not (lx < x + w + margin and lx + lw > x - margin):
+            other = max(other, int(la))  # beside the walker: another person?
+        elif la >= piece_min * area and ly < y + hh + 0.25 * hh and ly + lh > y - 0.25 * hh:
+            keep.append(lab)  # a piece of the walker (legs past a low-contrast waist), near it
     out = np.isin(labels, keep).astype(np.uint8)
-    # hole filling: background reachable from the border stays background, the rest becomes person
-    inv = (1 - out).astype(np.uint8)
-    pad = np.pad(inv, 1, constant_values=1)
-    ff = pad.copy()
-    mask = np.zeros((pad.shape[0] + 2, pad.shape[1] + 2), np.uint8)
-    cv2.floodFill(ff, mask, (0, 0), 2)
-    holes = (ff[1:-1, 1:-1] == 1)
-    out[holes] = 1
+    # hole filling: background components not touching the border and small next to the person
+    nh, holes, hstats, _ = cv2.connectedComponentsWithStats(1 - out, connectivity=4)
+    limit = max_hole * float(out.sum())
+    H, W = out.shape
+    for j in range(1, nh):
+        hx, hy, hw, hh2, ha = hstats[j]
+        if hx > 0 and hy > 0 and hx + hw < W and hy + hh2 < H and ha <= limit:
+            out[holes == j] = 1
     return out * np.uint8(255), int(area), other
 
 
@@ -422,7 +448,7 @@ def extract_silhouettes(path: str | os.PathLike, background: str | os.PathLike |
     masks, kept, dropped = [], [], {"nobody": 0, "border": 0}
     several = 0
     for t in range(T):
-        m, area, other = clean_mask(raw[t])
+        m, area, other = clean_mask(raw[t], opts.max_hole, opts.open_px, opts.close_px, opts.piece_min)
         if area < min_area:
             dropped["nobody"] += 1
             continue
