@@ -20,9 +20,16 @@ from lstc_gait.data.config import DatasetConfig
 
 @dataclass
 class ModelConfig:
-    """Keyword arguments of ``lstc_gait.models.build_gait_model`` (num_classes is given at build time)."""
+    """The model node: a registered variant and its keyword arguments (num_classes is given at build time).
 
-    _target_: str = "lstc_gait.models.build_gait_model"
+    The one place the model defaults live: ``conf/model/<variant>.yaml`` only names the variant, and
+    :func:`lstc_gait.models.registry.build_model` builds it. A checkpoint's stored model config is
+    rebuilt by :func:`lstc_gait.engine.checkpoint.model_from_stored_config`, which never reads these
+    defaults (a key it lacks means the legacy behaviour).
+    """
+
+    _target_: str = "lstc_gait.models.registry.build_model"
+    variant: str = "lstc"  # a name registered in lstc_gait.models.registry (model=lstc | model=dynamic)
     in_channels: int = 1
     base_channels: int = 8  # the CPU-sized main job; experiment presets set the field's widths
     num_stripes: int = 8
@@ -31,7 +38,7 @@ class ModelConfig:
     use_temporal: bool = True
     use_spatial: bool = True
     use_joint: bool = True
-    joint_type: str = "lstc"
+    joint_type: str | None = None  # None: the variant's joint branch (lstc | dynamic)
     branch_width: str = "half_split"
     min_branch_width: int = 8
     dynamic_experts: int = 4
@@ -45,6 +52,8 @@ class ModelConfig:
 
 @dataclass
 class PoolingConfig:
+    """Temporal pooling of the stripe features (LSTP hard/soft, or the mean/max baselines)."""
+
     name: str = "hard"  # hard (top-k LSTP) | soft (softmax-weighted LSTP) | mean | max
     topk: int = 2
     temperature: float = 1.0
@@ -52,7 +61,8 @@ class PoolingConfig:
 
 @dataclass
 class LossConfig:
-    _target_: str = "lstc_gait.losses.GaitLoss"
+    """The ``loss`` node: :class:`lstc_gait.engine.losses.GaitLoss` arguments (CE + batch-hard triplet)."""
+    _target_: str = "lstc_gait.engine.losses.GaitLoss"
     ce_weight: float = 1.0
     triplet_weight: float = 1.0
     label_smoothing: float = 0.1
@@ -65,13 +75,14 @@ class SamplerConfig:
     """A global batch holds p x k sequences; ``random`` draws them uniformly, ``pk`` takes k
     sequences of each of p identities, ``multiview_pk`` spreads each identity's k over its views."""
 
-    _target_: str = "lstc_gait.samplers.PKSampler"
+    _target_: str = "lstc_gait.data.samplers.PKSampler"
     p: int = 4
     k: int = 4
 
 
 @dataclass
 class OptimizerConfig:
+    """The ``trainer.optimizer`` node: a partial ``torch.optim`` optimizer (AdamW by default)."""
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True
     lr: float = 3e-4
@@ -93,6 +104,7 @@ class SchedulerConfig:
 
 @dataclass
 class EMAConfig:
+    """The ``trainer.ema`` node: an exponential moving average of the weights, evaluated and saved."""
     enabled: bool = True
     decay: float = 0.995
     warmup: bool = True  # effective decay min(decay, (1 + n) / (10 + n)) so early averages are not stale
@@ -100,6 +112,7 @@ class EMAConfig:
 
 @dataclass
 class TrainerConfig:
+    """The ``trainer`` node: device, processes, budget, intervals, precision and the optimizer."""
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     strategy: str = "single"  # single | ddp
     devices: int = 1  # processes for strategy=ddp (spawned unless launched by torchrun)
@@ -125,6 +138,7 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
+    """The ``eval`` node: distance, batch size and the metric that picks ``best.pt``."""
     metric: str = "euclidean"  # euclidean | cosine
     batch_size: int = 8
     monitor: str = "auto"  # metric that picks best.pt; auto = mean of the probe sets' rank-1
@@ -133,6 +147,7 @@ class EvalConfig:
 
 @dataclass
 class TrackingConfig:
+    """The ``tracking`` node: an :class:`lstc_gait.tracking.mlflow.MLflowTracker` (``tracking=none``: a NullTracker)."""
     _target_: str = "lstc_gait.tracking.mlflow.MLflowTracker"
     enabled: bool = True
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<paths.output_dir>/mlflow.db
@@ -142,12 +157,14 @@ class TrackingConfig:
 
 @dataclass
 class PathsConfig:
+    """The ``paths`` node shared by every command: data and output folders."""
     data_dir: str = "outputs/data"  # prepared caches and generated synthetic datasets
     output_dir: str = "outputs"  # run dirs and the default MLflow store
 
 
 @dataclass
 class TrainConfig:
+    """The typed root of ``conf/config.yaml`` (registered as ``train_schema``)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     pooling: PoolingConfig = field(default_factory=PoolingConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -163,7 +180,7 @@ class TrainConfig:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.joint_type": ("lstc", "dynamic"),
+    "model.joint_type": ("lstc", "dynamic"),  # None (the variant's) is allowed
     "pooling.name": ("hard", "soft", "mean", "max"),
     "loss.distance": ("euclidean", "sqeuclidean", "cosine"),
     "trainer.strategy": ("single", "ddp"),
@@ -174,7 +191,19 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def check_choices(cfg: DictConfig | Any) -> None:
-    """Fail with a message naming the key when a value is not one of its allowed choices."""
+    """Check the values that have a fixed set of choices, before anything is built.
+
+    Args:
+        cfg: The composed training config.
+
+    Raises:
+        ValueError: Naming the key and the allowed values of the first bad setting.
+    """
+    from lstc_gait.models.registry import model_names
+
+    variant = OmegaConf.select(cfg, "model.variant", default=None)
+    if variant is not None and variant not in model_names():
+        raise ValueError(f"config key model.variant={variant!r} is not one of: {', '.join(model_names())}")
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and value not in allowed:

@@ -13,7 +13,6 @@ import importlib.util
 import logging
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lstc_gait.errors import UserError
+from lstc_gait.utils.fileio import atomic_output
+
 log = logging.getLogger(__name__)
 
 PARITY_THRESHOLD = 0.9999
@@ -29,7 +31,7 @@ PARITY_THRESHOLD = 0.9999
 DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((2, 16), (1, 9), (3, 23), (4, 30))
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The model could not be exported, or the export disagrees with eager mode."""
 
 
@@ -41,23 +43,45 @@ class EmbeddingModel(nn.Module):
         self.model = model
 
     def forward(self, silhouettes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Embed silhouettes.
+
+        Args:
+            silhouettes: float (N, 1, T, H, W) in [0, 1], zero-padded in time.
+            lengths: int64 (N,) valid frames per sequence.
+
+        Returns:
+            float (N, D) embeddings.
+        """
         return self.model(silhouettes, lengths)["embedding"]
 
 
 @dataclass
 class ParityResult:
+    """Per-shape agreement of an export with eager mode.
+
+    Attributes:
+        backend: What was compared (``TorchScript (script)``, ``ONNX (onnxruntime)``).
+        rows: (batch, frames, min cosine, max abs difference) per checked shape.
+    """
     backend: str
     rows: list[tuple[int, int, float, float]] = field(default_factory=list)  # batch, frames, min cos, max abs diff
 
     @property
     def min_cosine(self) -> float:
+        """The worst per-sample cosine similarity over all shapes."""
         return min((r[2] for r in self.rows), default=float("nan"))
 
     @property
     def passed(self) -> bool:
+        """Whether every shape reached :data:`PARITY_THRESHOLD`."""
         return bool(self.rows) and self.min_cosine >= PARITY_THRESHOLD
 
     def format(self) -> str:
+        """The result as a small text table.
+
+        Returns:
+            Printable text ending with PASS or FAIL.
+        """
         lines = [f"parity {self.backend} vs eager (cosine >= {PARITY_THRESHOLD}):",
                  "  batch  frames  min cosine    max |diff|"]
         lines += [f"  {n:5d}  {t:6d}  {c:.8f}  {d:.3e}" for n, t, c, d in self.rows]
@@ -94,18 +118,6 @@ def parity(reference: Callable[..., torch.Tensor], candidate: Callable[..., torc
         cos = torch.nn.functional.cosine_similarity(ref, got, dim=1, eps=1e-12)
         result.rows.append((n, t, float(cos.min()), float((ref - got).abs().max())))
     return result
-
-
-def _atomic_target(path: Path) -> tuple[Path, Callable[[], None]]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-
-    def commit() -> None:
-        os.replace(tmp_path, path)
-
-    return tmp_path, commit
 
 
 def _plain_depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int, int]) -> torch.Tensor:
@@ -168,64 +180,82 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, height: int = 
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the parity check judges the trace
                 exported = torch.jit.trace(wrapper, (x, lengths), check_trace=False)
     out = Path(path)
-    tmp, commit = _atomic_target(out)
-    try:
+    with atomic_output(out) as tmp:
         exported.save(str(tmp))
         loaded = torch.jit.load(str(tmp), map_location="cpu").eval()
         result = parity(wrapper, loaded, f"TorchScript ({method})", shapes, height, width)
         if not result.passed:
             raise ExportError(result.format() + "\nthe TorchScript export does not match eager mode")
-        commit()
-    finally:
-        tmp.unlink(missing_ok=True)
     return out, result, method
 
 
 def onnx_available() -> bool:
+    """Whether the ``onnx`` package is installed.
+
+    Returns:
+        True when it can be imported.
+    """
     return importlib.util.find_spec("onnx") is not None
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, height: int = 64, width: int = 44,
                 shapes: Sequence[tuple[int, int]] = DEFAULT_SHAPES, opset: int = 17) -> tuple[Path, ParityResult | None]:
-    """ONNX export with dynamic batch and frames axes (needs ``onnx``); parity is checked with
-    ``onnxruntime`` when installed (else None is returned for it and the graph is only validated)."""
+    """Export to ONNX with dynamic batch and frames axes, validated and (with onnxruntime) parity-checked.
+
+    Args:
+        model: The model (``model(x, lengths)["embedding"]``).
+        path: The ``.onnx`` file, written atomically.
+        height: Silhouette height (pixels).
+        width: Silhouette width (pixels).
+        shapes: (batch, frames) pairs of the parity check; the first is the tracing example.
+        opset: ONNX opset version.
+
+    Returns:
+        (path, parity result, or None when onnxruntime is not installed and only ``onnx.checker`` ran).
+
+    Raises:
+        ExportError: ``onnx`` is missing, the export fails, or it disagrees with eager mode.
+    """
     if not onnx_available():
         raise ExportError("ONNX export needs the onnx package: pip install 'lstc_gait[onnx]'")
-    import onnx
-
     wrapper = EmbeddingModel(model).eval()
     x, lengths = example_inputs(*shapes[0], height, width)
     out = Path(path)
-    tmp, commit = _atomic_target(out)
     try:
-        with torch.no_grad(), export_friendly_ops(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                wrapper, (x, lengths), str(tmp), input_names=["silhouettes", "lengths"],
-                output_names=["embedding"], opset_version=opset, dynamo=False,
-                dynamic_axes={"silhouettes": {0: "batch", 2: "frames"}, "lengths": {0: "batch"},
-                              "embedding": {0: "batch"}},
-            )
-        onnx.checker.check_model(str(tmp))
-        result = None
-        if importlib.util.find_spec("onnxruntime") is not None:
-            import onnxruntime as ort
-
-            session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-
-            def run(xx: torch.Tensor, ll: torch.Tensor) -> torch.Tensor:
-                feeds = {"silhouettes": xx.numpy(), "lengths": ll.numpy()}
-                names = {i.name for i in session.get_inputs()}
-                return torch.from_numpy(session.run(None, {k: v for k, v in feeds.items() if k in names})[0])
-
-            result = parity(wrapper, run, "ONNX (onnxruntime)", shapes, height, width)
-            if not result.passed:
-                raise ExportError(result.format() + "\nthe ONNX export does not match eager mode")
-        commit()
+        with atomic_output(out) as tmp:
+            result = _export_onnx_to(wrapper, x, lengths, tmp, opset, shapes, height, width)
     except ExportError:
         raise
     except Exception as exc:
         raise ExportError(f"ONNX export failed: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return out, result
+
+
+def _export_onnx_to(wrapper: nn.Module, x: torch.Tensor, lengths: torch.Tensor, tmp: Path, opset: int,
+                    shapes: Sequence[tuple[int, int]], height: int, width: int) -> ParityResult | None:
+    import onnx
+
+    with torch.no_grad(), export_friendly_ops(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            wrapper, (x, lengths), str(tmp), input_names=["silhouettes", "lengths"],
+            output_names=["embedding"], opset_version=opset, dynamo=False,
+            dynamic_axes={"silhouettes": {0: "batch", 2: "frames"}, "lengths": {0: "batch"},
+                          "embedding": {0: "batch"}},
+        )
+    onnx.checker.check_model(str(tmp))
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+
+    def run(xx: torch.Tensor, ll: torch.Tensor) -> torch.Tensor:
+        feeds = {"silhouettes": xx.numpy(), "lengths": ll.numpy()}
+        names = {i.name for i in session.get_inputs()}
+        return torch.from_numpy(session.run(None, {k: v for k, v in feeds.items() if k in names})[0])
+
+    result = parity(wrapper, run, "ONNX (onnxruntime)", shapes, height, width)
+    if not result.passed:
+        raise ExportError(result.format() + "\nthe ONNX export does not match eager mode")
+    return result

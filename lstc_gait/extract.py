@@ -1,53 +1,37 @@
-"""``python -m lstc_gait.extract checkpoint=PATH [dataset=...] [split=test] out=FILE.npz``
+"""``python -m lstc_gait.extract checkpoint=PATH [dataset=...] [split=test] out=FILE.npz`` / ``lstc-gait-extract``.
 
 Embeds the split's sequences and writes embeddings, subjects, types, views, seqs and a JSON ``meta``
 (checkpoint, weights, dataset, split, protocol) to one ``.npz`` that ``python -m lstc_gait.evaluate
-embeddings=FILE.npz`` or any other tool reads. Library logic: :mod:`lstc_gait.evaluation.commands`.
+embeddings=FILE.npz`` or any other tool reads. Library function: :func:`lstc_gait.pipelines.extract.extract`.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-log = logging.getLogger("lstc_gait.extract")
-CONF_DIR = Path(__file__).parent / "conf"
-
-
-def run_extract(cfg: DictConfig, base_dir: Path) -> Path:
-    """Write the embeddings npz as ``cfg`` says; returns its path."""
-    from lstc_gait.evaluation import commands as C
-
-    ckpt = Path(str(cfg.checkpoint)).expanduser()
-    ckpt = ckpt if ckpt.is_absolute() else base_dir / ckpt
-    loaded = C.load_model(ckpt, use_ema=bool(cfg.use_ema))
-    node = (OmegaConf.to_container(cfg.dataset, resolve=True) if cfg.get("dataset") is not None
-            else C.effective_dataset_node(loaded.config) or C.default_dataset_node(CONF_DIR))
-    data_dir = Path(str(cfg.paths.data_dir))
-    sel = C.select_sequences(node, data_dir if data_dir.is_absolute() else base_dir / data_dir, cfg.split,
-                             base_dir=base_dir, progress=bool(cfg.progress))
-    emb = C.embed_rows(loaded.model, sel.cache, sel.rows, width=sel.dataset.width, max_frames=cfg.max_frames,
-                       batch_size=int(cfg.batch_size), device=str(cfg.device), amp=bool(cfg.amp),
-                       num_workers=int(cfg.num_workers), progress=bool(cfg.progress))
-    labels = sel.labels()
-    out = Path(str(cfg.out)) if cfg.out else Path("outputs") / "embeddings" / f"{ckpt.stem}-{sel.dataset.name}-{cfg.split}.npz"
-    out = out if out.is_absolute() else base_dir / out
-    meta = {"checkpoint": str(ckpt), "checkpoint_kind": loaded.kind, "weights": loaded.weights,
-            "dataset": sel.dataset.name, "cache_dir": str(sel.cache_dir), "split": f"{sel.dataset.name}:{cfg.split}",
-            "protocol": sel.dataset.evaluation, "max_frames": cfg.max_frames, "embedding_dim": int(emb.shape[1])}
-    C.save_embeddings(out, emb, labels["subjects"], labels["types"], labels["views"], meta=meta, seqs=labels["seqs"])
-    print(f"wrote {out}: {emb.shape[0]} embeddings of dim {emb.shape[1]} ({sel.dataset.name}, {cfg.split} split)")
-    return out
+from lstc_gait.errors import run_command
 
 
 @hydra.main(config_path="conf", config_name="extract", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from lstc_gait.evaluation.commands import run_command
+    """Compose ``conf/extract.yaml`` with the command line and extract.
 
-    run_command("extract", lambda: run_extract(cfg, Path.cwd()))
+    Args:
+        cfg: The composed config (given by Hydra).
+    """
+    from lstc_gait.data.selection import data_errors
+    from lstc_gait.engine.device import resolve_device
+    from lstc_gait.engine.runtime import configure_process
+    from lstc_gait.pipelines.extract import extract
+
+    def body() -> None:
+        configure_process(resolve_device(str(cfg.device)))
+        extract(cfg, Path.cwd())
+
+    run_command("extract", body, also=data_errors())
 
 
 if __name__ == "__main__":

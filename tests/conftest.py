@@ -44,8 +44,10 @@ def compose(overrides: list[str] | None = None, config_name: str = "config"):
 def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir holding the trainer=debug synthetic instance, generated once for all xdist workers
     (the generator's file lock serialises them; the second one finds it ready)."""
+    from omegaconf import OmegaConf
+
+    from lstc_gait.data.selection import dataset_settings, effective_dataset_node
     from lstc_gait.data.synthetic import ensure_synthetic
-    from lstc_gait.train import dataset_settings
 
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -53,7 +55,8 @@ def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = root / "lstc_gait_tiny_data"
     data_dir.mkdir(parents=True, exist_ok=True)
     cfg = compose(["trainer=debug"])
-    ensure_synthetic(dataset_settings(cfg).synthetic, data_dir, workers=1, progress=False)
+    node = effective_dataset_node(OmegaConf.to_container(cfg, resolve=True))
+    ensure_synthetic(dataset_settings(node).synthetic, data_dir, workers=1, progress=False)
     return data_dir
 
 

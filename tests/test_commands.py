@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from lstc_gait.evaluation import commands as C
+from lstc_gait.data.selection import select_sequences
+from lstc_gait.engine.checkpoint import load_model
+from lstc_gait.errors import UserError
+from lstc_gait.evaluation.embeddings_io import load_embeddings, save_embeddings
+from lstc_gait.pipelines.evaluate import evaluate as run_evaluate
+from lstc_gait.pipelines.export import export as run_export
+from lstc_gait.pipelines.extract import extract as run_extract
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "lstc_gait" / "conf")
@@ -45,30 +51,29 @@ def _casia_like() -> tuple[np.ndarray, list[str], list[str], list[str]]:
 
 def test_npz_roundtrip_and_clear_errors(tmp_path):
     emb, s, t, v = _casia_like()
-    path = C.save_embeddings(tmp_path / "e.npz", emb, s, t, v, meta={"checkpoint": "x.pt"}, seqs=["0"] * len(s))
-    back = C.load_embeddings(path)
+    path = save_embeddings(tmp_path / "e.npz", emb, s, t, v, meta={"checkpoint": "x.pt"}, seqs=["0"] * len(s))
+    back = load_embeddings(path)
     np.testing.assert_array_equal(back.embeddings, emb)
     assert back.subjects.tolist() == s and back.views.tolist() == v and back.meta == {"checkpoint": "x.pt"}
 
     np.savez(tmp_path / "bad.npz", embeddings=emb, subjects=np.asarray(s))
-    with pytest.raises(C.CommandError, match="lacks array\\(s\\) types, views"):
-        C.load_embeddings(tmp_path / "bad.npz")
+    with pytest.raises(UserError, match="lacks array\\(s\\) types, views"):
+        load_embeddings(tmp_path / "bad.npz")
     np.savez(tmp_path / "short.npz", embeddings=emb, subjects=np.asarray(s[:-1]), types=np.asarray(t),
              views=np.asarray(v))
-    with pytest.raises(C.CommandError, match="subjects has shape"):
-        C.load_embeddings(tmp_path / "short.npz")
-    with pytest.raises(C.CommandError, match="does not exist"):
-        C.load_embeddings(tmp_path / "missing.npz")
-    with pytest.raises(C.CommandError, match="3 entries for 40"):
-        C.save_embeddings(tmp_path / "x.npz", emb, s[:3], t, v)
+    with pytest.raises(UserError, match="subjects has shape"):
+        load_embeddings(tmp_path / "short.npz")
+    with pytest.raises(UserError, match="does not exist"):
+        load_embeddings(tmp_path / "missing.npz")
+    with pytest.raises(UserError, match="3 entries for 40"):
+        save_embeddings(tmp_path / "x.npz", emb, s[:3], t, v)
 
 
 def test_evaluate_foreign_embeddings_hand_computed(tmp_path):
-    from lstc_gait.evaluate import run_evaluate
     from lstc_gait.evaluation import read_table
 
     emb, s, t, v = _casia_like()
-    npz = C.save_embeddings(tmp_path / "foreign.npz", emb, s, t, v, meta={"checkpoint": "other-framework"})
+    npz = save_embeddings(tmp_path / "foreign.npz", emb, s, t, v, meta={"checkpoint": "other-framework"})
     cfg = compose("evaluate", [f"embeddings={npz}", "protocol=casia_b", f"out_dir={tmp_path / 'ev'}"])
     out = run_evaluate(cfg, tmp_path)
     rank1 = out["tables"]["rank1"]
@@ -123,37 +128,35 @@ def tiny_dataset_node(tiny_data_dir):
 
 def test_platform_checkpoint_prefers_ema(tmp_path, tiny_dataset_node):
     raw, ema = _platform_checkpoint(tmp_path / "p.pt", tiny_dataset_node)
-    loaded = C.load_model(tmp_path / "p.pt")
+    loaded = load_model(tmp_path / "p.pt")
     assert loaded.kind == "platform" and loaded.weights == "ema"
     for k, v in loaded.model.state_dict().items():
         torch.testing.assert_close(v, ema[k])
-    plain = C.load_model(tmp_path / "p.pt", use_ema=False)
+    plain = load_model(tmp_path / "p.pt", use_ema=False)
     assert plain.weights == "model"
     key = next(k for k in raw if raw[k].dtype.is_floating_point and "running" not in k)
     assert not torch.equal(raw[key], ema[key])
     torch.testing.assert_close(plain.model.state_dict()[key], raw[key])
     torch.save({"something": 1}, tmp_path / "junk.pt")
-    with pytest.raises(C.CommandError, match="neither a platform checkpoint"):
-        C.load_model(tmp_path / "junk.pt")
+    with pytest.raises(UserError, match="neither a platform checkpoint"):
+        load_model(tmp_path / "junk.pt")
 
 
 def test_extract_then_evaluate_matches_direct_evaluation(tmp_path, tiny_data_dir, tiny_dataset_node):
     """extract -> npz -> evaluate gives the numbers of evaluate(checkpoint); embeddings equal the model's."""
-    from lstc_gait.evaluate import run_evaluate
-    from lstc_gait.extract import run_extract
 
     ckpt = tmp_path / "p.pt"
     _platform_checkpoint(ckpt, tiny_dataset_node)
     common = [f"checkpoint={ckpt}", f"paths.data_dir={tiny_data_dir}", "progress=false", "batch_size=16"]
     npz = run_extract(compose("extract", common + [f"out={tmp_path / 'e.npz'}"]), tmp_path)
-    es = C.load_embeddings(npz)
+    es = load_embeddings(npz)
     assert es.meta["weights"] == "ema" and es.meta["protocol"] == "casia_b"
     assert len(set(es.subjects)) == 2 and es.embeddings.shape[1] == TINY_MODEL["embedding_dim"]
 
     # the first stored embedding is the EMA model on that whole sequence
-    sel = C.select_sequences(tiny_dataset_node, tiny_data_dir, "test", progress=False)
+    sel = select_sequences(tiny_dataset_node, tiny_data_dir, "test", progress=False)
     frames = torch.from_numpy(sel.cache.frames(int(sel.rows[0]))[:, :, 10:54].copy())
-    model = C.load_model(ckpt).model
+    model = load_model(ckpt).model
     with torch.no_grad():
         direct = model(frames[None, None].float() / 255, torch.tensor([frames.shape[0]]))["embedding"][0]
     np.testing.assert_allclose(es.embeddings[0], direct.numpy(), rtol=1e-4, atol=1e-5)
@@ -166,11 +169,11 @@ def test_extract_then_evaluate_matches_direct_evaluation(tmp_path, tiny_data_dir
     capped = run_extract(compose("extract", common + ["max_frames=5", f"out={tmp_path / 'c.npz'}"]), tmp_path)
     with torch.no_grad():
         first5 = model(frames[None, None, :5].float() / 255, torch.tensor([5]))["embedding"][0]
-    np.testing.assert_allclose(C.load_embeddings(capped).embeddings[0], first5.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(load_embeddings(capped).embeddings[0], first5.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_reference_checkpoint_loads_for_evaluation():
-    loaded = C.load_model(REFERENCE_CKPT)
+    loaded = load_model(REFERENCE_CKPT)
     assert loaded.kind == "reference" and loaded.input_size == (64, 44)
     case = torch.load(ROOT / "tests" / "fixtures" / "lstc_b16_hard_s8.case.pt", weights_only=False)
     x = case["silhouettes"][:, None].float() / 255
@@ -229,7 +232,6 @@ def test_export_cli(tmp_path, tiny_dataset_node):
     else:
         assert "ONNX skipped" in run.stdout and not (tmp_path / "tiny.onnx").exists()
 
-    from lstc_gait.export import run_export
 
-    with pytest.raises(C.CommandError, match="none.pt' does not exist"):
+    with pytest.raises(UserError, match="none.pt' does not exist"):
         run_export(compose("export", [f"checkpoint={tmp_path / 'none.pt'}"]), tmp_path)

@@ -256,7 +256,7 @@ def test_load_reference_weights_warm_start():
 
 
 def test_malformed_files(tmp_path):
-    with pytest.raises(CheckpointFormatError, match="no such checkpoint"):
+    with pytest.raises(CheckpointFormatError, match="does not exist"):
         load_reference_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointFormatError, match="garbage.pt"):

@@ -9,7 +9,7 @@ import pytest
 from conftest import CONF_DIR, compose
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class, get_method
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from lstc_gait.config_schema import ModelConfig, TrainerConfig, check_choices
 
@@ -44,24 +44,39 @@ def _targets(node, out):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_every_option_composes_and_its_targets_import(group, option):
-    cfg = compose([f"{group}={option}"])
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+
+    from lstc_gait.config_schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = hcompose(config_name="config", overrides=[f"{group}={option}"], return_hydra_config=True)
+    assert cfg.hydra.runtime.choices[group] == option  # the option was really selected
     check_choices(cfg)
-    for target in _targets(OmegaConf.to_container(cfg), []):
+    targets = _targets(OmegaConf.to_container(cfg.model), []) + _targets(OmegaConf.to_container(cfg.loss), []) \
+        + _targets(OmegaConf.to_container(cfg.sampler), []) + _targets(OmegaConf.to_container(cfg.trainer), [])
+    assert len(targets) >= 5  # model, loss, sampler, optimizer, scheduler
+    for target in targets:
         try:
-            get_class(target)
+            obj = get_class(target)
         except Exception:
-            get_method(target)  # functions (build_gait_model, warmup_cosine)
-    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+            obj = get_method(target)  # functions (build_model, warmup_cosine)
+        assert callable(obj), target
+    with open_dict(cfg):
+        del cfg["hydra"]
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    assert resolved["model"]["pooling"] == resolved["pooling"]["name"]
 
 
 def test_defaults_are_the_main_job():
     cfg = compose([])
     assert cfg.dataset.name == "synthetic" and cfg.dataset.synthetic is not None
-    assert cfg.model.joint_type == "lstc" and cfg.loss.ce_weight == 1 and cfg.loss.triplet_weight == 1
+    assert cfg.model.variant == "lstc" and cfg.loss.ce_weight == 1 and cfg.loss.triplet_weight == 1
     assert cfg.sampler._target_.endswith("PKSampler") and cfg.tracking.enabled
     assert cfg.trainer.optimizer.lr == 3e-4 and cfg.trainer.optimizer.weight_decay == 0.05
     assert cfg.dataset.evaluation == "casia_b"
-    # trainer/default.yaml restates the typed defaults exactly (one source of truth for the main job)
+    # trainer/default.yaml restates the typed defaults exactly; the model's live only in the schema
     assert OmegaConf.to_container(cfg.trainer) == OmegaConf.to_container(OmegaConf.structured(TrainerConfig))
     model_defaults = OmegaConf.to_container(OmegaConf.structured(ModelConfig))
     assert {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k not in ("pooling", "topk", "temperature")} \
@@ -81,10 +96,30 @@ def test_branch_options_are_the_seven_combinations():
     assert len(seen) == 7
 
 
-def test_pooling_feeds_the_model_and_dynamic_sets_joint_type():
-    cfg = compose(["model=dynamic", "pooling=soft", "pooling.temperature=0.5", "pooling.topk=3"])
+def test_pooling_feeds_the_model_and_dynamic_is_a_registered_variant():
+    from hydra.utils import instantiate
+
+    from lstc_gait.models import model_names
+
+    cfg = compose(["model=dynamic", "pooling=soft", "pooling.temperature=0.5", "pooling.topk=3",
+                   "model.base_channels=4", "model.embedding_dim=8", "model.num_stripes=2"])
     assert (cfg.model.pooling, cfg.model.topk, cfg.model.temperature) == ("soft", 3, 0.5)
-    assert cfg.model.joint_type == "dynamic"
+    assert cfg.model.variant == "dynamic" and set(GROUPS["model"]) <= set(model_names())
+    model = instantiate(cfg.model, num_classes=3, _convert_="all")
+    assert model.backbone.config["joint_type"] == "dynamic" and model.backbone.config["pooling"] == "soft"
+    # model YAML files only name their variant: the defaults live in the schema alone
+    for name in GROUPS["model"]:
+        text = (Path(CONF_DIR) / "model" / f"{name}.yaml").read_text()
+        keys = [ln.split(":")[0] for ln in text.splitlines() if ln and not ln.startswith(("#", " ", "-"))]
+        assert keys == ["defaults", "variant"], (name, keys)
+
+
+def test_base_channels_default_is_defined_once():
+    from lstc_gait.engine.checkpoint import LEGACY_MODEL_DEFAULTS
+
+    assert compose([]).model.base_channels == ModelConfig.base_channels == 8
+    # version-1 checkpoints were written with the same default, so a missing key means the same model
+    assert LEGACY_MODEL_DEFAULTS["base_channels"] == ModelConfig.base_channels
 
 
 def test_typos_and_wrong_types_fail_at_compose_time_naming_the_key():
@@ -102,7 +137,7 @@ def test_typos_and_wrong_types_fail_at_compose_time_naming_the_key():
 def test_a_typo_inside_a_yaml_option_names_the_key(tmp_path):
     conf = tmp_path / "conf"
     shutil.copytree(CONF_DIR, conf)
-    (conf / "loss" / "typo.yaml").write_text("_target_: lstc_gait.losses.GaitLoss\nmarginn: 0.3\n")
+    (conf / "loss" / "typo.yaml").write_text("_target_: lstc_gait.engine.losses.GaitLoss\nmarginn: 0.3\n")
     from hydra import compose as hcompose
     from hydra import initialize_config_dir
 
@@ -137,7 +172,7 @@ def test_debug_shrinks_data_model_and_steps():
     assert d.trainer.max_steps < 50 and d.model.base_channels == 8 and d.trainer.shrink_synthetic.num_subjects <= 8
     assert d.sampler.p * d.sampler.k < full.sampler.p * full.sampler.k
     # options chosen on the command line still apply on top of debug
-    assert compose(["trainer=debug", "model=dynamic", "sampler=multiview_pk"]).model.joint_type == "dynamic"
+    assert compose(["trainer=debug", "model=dynamic", "sampler=multiview_pk"]).model.variant == "dynamic"
     ddp = compose(["trainer=ddp"])
     assert ddp.trainer.strategy == "ddp" and ddp.trainer.devices == 2 and ddp.trainer.optimizer.lr == 3e-4
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lstc_gait.engine.checkpoint import load_checkpoint
+from lstc_gait.engine.checkpoint import read_checkpoint
 from lstc_gait.engine.runtime import seed_everything
 from lstc_gait.train import launch
 
@@ -34,8 +34,8 @@ def test_two_processes_match_one_process(debug_cfg, tmp_path):
     assert single is not None and single.step == 3
     out = launch(debug_cfg(*COMMON, "trainer.strategy=ddp", "trainer.devices=2"), tmp_path / "ddp")
     assert out is None  # spawned: rank 0 wrote the files
-    a = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
-    b = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    a = read_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt").state
+    b = read_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt").state
     assert a["step"] == b["step"] == 3 and a["sampler"] == b["sampler"]
     init = _initial_weights(cfg, a["num_classes"])
     keys = [k for k, v in a["model"].items() if v.dtype.is_floating_point and "running_" not in k]

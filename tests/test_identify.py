@@ -106,9 +106,10 @@ def test_silhouettes_cli_writes_frames_prepare_reads(tmp_path, clips):
     frames = sorted(out.glob("*.png"))
     assert len(frames) >= 22 and frames[0].name == "00004.png"  # named by video frame, lead-in dropped
     assert json.loads((out / "silhouettes.json").read_text())["background"] == "leadin"
-    from lstc_gait.data.pretreat import pretreat_frame, read_silhouette
+    from lstc_gait.data.frames import read_mask
+    from lstc_gait.data.pretreat import pretreat_frame
 
-    assert pretreat_frame(read_silhouette(str(frames[0]))).shape == (64, 64)
+    assert pretreat_frame(read_mask(frames[0])).shape == (64, 64)
     again = subprocess.run([sys.executable, "-m", "lstc_gait.silhouettes", f"input={video}", f"out={out}"],
                            capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 2 and "not empty" in again.stderr

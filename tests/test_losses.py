@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lstc_gait.losses import BatchHardTripletLoss, GaitLoss, pairwise_distance
+from lstc_gait.engine.losses import BatchHardTripletLoss, GaitLoss, pairwise_distance
 
 
 def test_batch_hard_triplet_hand_computed():

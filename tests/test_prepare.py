@@ -66,6 +66,56 @@ def test_prepare_end_to_end_with_bad_input(casia_tree, tmp_path):
     assert sorted(Path(p).name for p in seqs.path) == ["018", "036"]
     assert any("no image files" in r for r in seqs.reason) and any("min_frames=3" in r for r in seqs.reason)
     assert summary.skipped_sequences == 2 and summary.skipped_frames == 3
+    assert set(report.cause) == {"unreadable image", "empty frame", "frame size differs from the sequence's",
+                                 "no image files", "fewer than min_frames=3 usable frames"}
+
+
+def test_console_summary_groups_skips_by_cause(casia_tree, tmp_path, capsys):
+    for f in range(3):  # two more empty frames: the empty-frame group counts 3
+        Image.fromarray(np.zeros((120, 160), np.uint8)).save(casia_tree / "001" / "nm-02" / "090" / f"e{f}.png")
+    summary = prepare_cache([casia_tree], "casia_b", tmp_path / "cache", workers=0, min_frames=3, progress=True)
+    err = capsys.readouterr().err
+    assert str(summary) in err
+    groups = {(g.level, g.cause): g for g in summary.skips}
+    assert groups[("frame", "empty frame")].count == 4
+    assert groups[("frame", "empty frame")].example.endswith(".png")
+    assert groups[("sequence", "no image files")].example == str(casia_tree / "002" / "nm-02" / "018")
+    lines = str(summary).splitlines()
+    assert lines[1] == "skipped 2 sequences:" and "skipped 6 frames:" in lines
+    empty = next(line for line in lines if "empty frame" in line)
+    assert empty.split()[0] == "4" and "e.g. " in empty  # count, cause, one example path
+    assert lines[-1] == f"every skip, with its reason: {summary.report_path}"
+    assert [g.cause for g in summary.skips if g.level == "frame"][0] == "empty frame"  # most frequent first
+
+
+def test_empty_result_is_one_line_naming_causes_and_report(tmp_path):
+    from lstc_gait.data.cache import EmptyCacheError
+    from lstc_gait.data.config import build_datasets
+
+    root = tmp_path / "raw"
+    for s in ("001", "002"):
+        d = root / s / "nm-01" / "090"
+        d.mkdir(parents=True)
+        for f in range(4):
+            Image.new("CMYK", (32, 32)).save(d / f"{f}.tif")  # a mode no mask has
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(EmptyCacheError) as info:
+        prepare_cache(root, "casia_b", cache_dir, workers=0, min_frames=1, progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg and "no usable sequence" in msg and str(root) in msg
+    assert "unsupported image mode CMYK (8, e.g. " in msg and "fewer than min_frames=1 usable frames (2, e.g." in msg
+    assert msg.endswith(str(cache_dir / "prepare_report.csv"))
+    assert isinstance(info.value, CacheError) and isinstance(info.value, ValueError)
+    # the later stages name the empty cache too, never "empty train set"
+    cache = open_cache(cache_dir)
+    with pytest.raises(EmptyCacheError, match="unsupported image mode CMYK.*prepare_report.csv"):
+        build_datasets(cache, {"name": "x", "root": str(root), "split": "casia_b"})
+    from lstc_gait.data import split_index, split_subjects
+
+    with pytest.raises(EmptyCacheError, match="cache is empty"):
+        split_index(cache.index, "random")
+    with pytest.raises(EmptyCacheError, match="cache is empty"):  # train.py splits subjects directly
+        split_subjects(cache.index.subject, "casia_b")
 
 
 def test_resume_skips_done_and_keeps_report(casia_tree, tmp_path):
@@ -145,8 +195,8 @@ def test_opengait_pickles_validated(tmp_path):
     good = np.random.default_rng(0).integers(0, 256, (7, 64, 64), dtype=np.uint8)
     items = {
         ("001", "nm-01", "000"): good,
-        ("002", "nm-01", "000"): np.zeros((7, 64, 44), np.uint8),  # wrong shape
-        ("003", "nm-01", "000"): np.zeros((7, 64, 64), np.float32),  # wrong dtype
+        ("002", "nm-01", "000"): np.zeros((7, 64, 32), np.uint8),  # wrong shape
+        ("003", "nm-01", "000"): np.full((7, 64, 64), 300.0, np.float32),  # float, neither [0, 1] nor 0..255
     }
     for (s, t, v), arr in items.items():
         d = root / s / t / v
@@ -164,7 +214,7 @@ def test_opengait_pickles_validated(tmp_path):
     assert len(cache) == 1 and np.array_equal(cache.frames(0), good)  # taken as already pretreated
     assert s.skipped_sequences == 4
     reasons = " ".join(pd.read_csv(s.report_path, dtype=str).reason)
-    assert "64, 44" in reasons and "float32" in reasons and "unreadable pickle" in reasons
+    assert "(7, 64, 32)" in reasons and "float32" in reasons and "unreadable pickle" in reasons
     assert "refusing posix.getcwd" in reasons
 
 
@@ -178,6 +228,14 @@ def test_prepare_entry_point(casia_tree, tmp_path):
     bad = subprocess.run([*cmd[:4], f"dataset.root={tmp_path / 'nowhere'}", *cmd[5:]],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "nowhere" in bad.stderr and "Traceback" not in bad.stderr
+    # nothing usable: one error line naming the cause and the report, no traceback
+    (tmp_path / "blank" / "001" / "nm-01" / "090").mkdir(parents=True)
+    Image.fromarray(np.zeros((120, 160), np.uint8)).save(tmp_path / "blank" / "001" / "nm-01" / "090" / "1.png")
+    empty = subprocess.run([*cmd[:4], f"dataset.root={tmp_path / 'blank'}", f"dataset.cache_dir={tmp_path / 'c2'}",
+                            *cmd[5:]], capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and "Traceback" not in empty.stderr
+    (line,) = [x for x in empty.stderr.splitlines() if "no usable sequence" in x and "error" in x]
+    assert "empty frame (1, e.g." in line and line.endswith("prepare_report.csv")
 
 
 def test_resolve_cache_prepares_once_then_reuses(casia_tree, tmp_path):
@@ -190,6 +248,7 @@ def test_resolve_cache_prepares_once_then_reuses(casia_tree, tmp_path):
     pack = read_meta(path)["pack"]
     assert resolve_cache(cfg, tmp_path / "data", progress=False) == path
     assert read_meta(path)["pack"] == pack and len(open_cache(path)) == 8
-    # another min_frames is another preparation of the same cache folder
-    resolve_cache({**cfg, "min_frames": 7}, tmp_path / "data", progress=False)
+    # another min_frames is another preparation of the same cache folder (here: nothing left)
+    with pytest.raises(CacheError, match="no usable sequence.*fewer than min_frames=7"):
+        resolve_cache({**cfg, "min_frames": 7}, tmp_path / "data", progress=False)
     assert len(open_cache(path)) == 0

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from lstc_gait.data.pretreat import FrameError, center_crop_width, pretreat_frame, read_silhouette
+from lstc_gait.data.pretreat import center_crop_width, centre_columns, pretreat_frame
 
 
 def test_empty_threshold_matches_opengait():
@@ -60,22 +59,10 @@ def test_center_crop_width():
         center_crop_width(x, 70)
 
 
-def test_read_silhouette_modes_and_errors(tmp_path):
-    rgb = np.zeros((8, 8, 3), np.uint8)
-    rgb[2:6, 2:6] = 255
-    Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    assert read_silhouette(str(tmp_path / "rgb.png"))[3, 3] == 255
-    Image.fromarray(np.zeros((8, 8), np.float32), mode="F").save(tmp_path / "f.tiff")
-    with pytest.raises(FrameError, match="f.tiff.*unexpected image mode"):
-        read_silhouette(str(tmp_path / "f.tiff"))
-    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(FrameError, match="bad.png.*corrupt"):
-        read_silhouette(str(tmp_path / "bad.png"))
-
-
-def test_zero_one_masks_are_scaled_to_255(tmp_path):
-    mask = np.zeros((8, 8), np.uint8)
-    mask[2:6, 2:6] = 1
-    Image.fromarray(mask).save(tmp_path / "m.png")
-    img = read_silhouette(str(tmp_path / "m.png"))
-    assert img.max() == 255 and int(img.sum()) == 16 * 255
+def test_centre_columns_pads_a_narrow_frame_symmetrically():
+    frame = np.zeros((64, 44), np.uint8)
+    frame[:, 20:24] = 255  # mass centred on the 44-wide frame's middle
+    out = centre_columns(frame, 64)
+    assert out.shape == (64, 64)
+    assert np.array_equal(center_crop_width(out, 44), frame)  # the datasets' central 44 gives it back
+    assert np.array_equal(centre_columns(np.zeros((64, 44), np.uint8)), np.zeros((64, 64), np.uint8))

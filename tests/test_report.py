@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -15,15 +16,19 @@ from lstc_gait.tracking import report
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_parse_overrides_keeps_list_values_whole():
-    text = "model/branches=temporal_spatial,pooling.topk=3,model.kernels=[[3,7,3],[3,5,3]],+x.y='a,b'"
-    assert report.parse_overrides(text) == {
-        "model/branches": "temporal_spatial", "pooling.topk": "3",
-        "model.kernels": "[[3,7,3],[3,5,3]]", "x.y": "'a,b'"}
-    assert report.parse_overrides('["model.num_stripes=6", "pooling=hard"]') == {
-        "model.num_stripes": "6", "pooling": "hard"}
-    assert report.parse_overrides("model.num_stripes=6 pooling=soft") == {"model.num_stripes": "6", "pooling": "soft"}
-    assert report.parse_overrides("") == {}
+def _tag(**overrides: str) -> str:
+    return json.dumps(overrides)
+
+
+def test_overrides_come_from_the_structured_tag_only():
+    row = pd.Series({"tags.lstc_gait.overrides_json": _tag(**{"model/branches": "temporal_spatial",
+                                                              "model.kernels": "[[3,7,3],[3,5,3]]"}),
+                     "tags.mlflow.runName": "pooling=soft"})
+    # list values stay whole and the run name (free text) is never parsed
+    assert report.overrides_of(row) == {"model/branches": "temporal_spatial", "model.kernels": "[[3,7,3],[3,5,3]]"}
+    assert report.overrides_of(pd.Series({"tags.mlflow.runName": "pooling=soft"})) == {}
+    assert report.overrides_of(pd.Series({"tags.lstc_gait.overrides_json": "not json"})) == {}
+    assert report.overrides_of(pd.Series({"tags.lstc_gait.overrides_json": '["a=1"]'})) == {}
 
 
 def test_branch_words():
@@ -34,18 +39,21 @@ def test_branch_words():
 
 
 def _runs() -> pd.DataFrame:
-    # What mlflow.search_runs returns for three children, deliberately out of job order.
+    # What report.load_child_runs returns for three children, deliberately out of job order.
     return pd.DataFrame([
         {"run_id": "c", "status": "FAILED", "start_time": pd.Timestamp(3),
-         "tags.mlflow.runName": "experiment=ablation_branches,trainer=debug,model/branches=spatial",
+         "tags.lstc_gait.overrides_json": _tag(experiment="ablation_branches", trainer="debug",
+                                               **{"model/branches": "spatial"}),
          "tags.lstc_gait.job_num": "2"},
         {"run_id": "a", "status": "FINISHED", "start_time": pd.Timestamp(2),
-         "tags.mlflow.runName": "experiment=ablation_branches,trainer=debug,model/branches=all",
+         "tags.lstc_gait.overrides_json": _tag(experiment="ablation_branches", trainer="debug",
+                                               **{"model/branches": "all"}),
          "tags.lstc_gait.job_num": "0",
          "metrics.test/NM/rank1": 90.0, "metrics.test/BG/rank1": 81.0, "metrics.test/CL/rank1": 60.0,
          "metrics.test/mAP": 55.5},
         {"run_id": "b", "status": "FINISHED", "start_time": pd.Timestamp(1),
-         "tags.mlflow.runName": "experiment=ablation_branches,trainer=debug,model/branches=temporal_joint",
+         "tags.lstc_gait.overrides_json": _tag(experiment="ablation_branches", trainer="debug",
+                                               **{"model/branches": "temporal_joint"}),
          "tags.lstc_gait.job_num": "1",
          "metrics.test/NM/rank1": 50.0, "metrics.test/BG/rank1": 40.0, "metrics.test/CL/rank1": 30.0,
          "metrics.test/mAP": 20.0},
@@ -74,7 +82,7 @@ def test_build_comparison_prefers_branch_tag_and_explicit_keys():
 
 
 def test_ou_mvlp_runs_use_their_single_rank1_as_headline():
-    runs = pd.DataFrame([{"run_id": "x", "status": "FINISHED", "tags.mlflow.runName": "dataset=ou_mvlp",
+    runs = pd.DataFrame([{"run_id": "x", "status": "FINISHED", "tags.lstc_gait.overrides_json": _tag(dataset="ou_mvlp"),
                           "metrics.test/rank1": 87.5, "metrics.test/mAP": 70.0}])
     table = report.build_comparison(runs)
     assert table.loc[0, "rank-1"] == 87.5 and table.loc[0, report.HEADLINE] == 87.5
@@ -114,7 +122,8 @@ def store(tmp_path_factory):
     pid = parent.info.run_id
     for num, (pool, nm) in enumerate([("hard", 70.0), ("soft", 60.0)]):
         run = client.create_run(exp, run_name=f"pooling={pool}",
-                                tags={"mlflow.parentRunId": pid, "lstc_gait.job_num": str(num)})
+                                tags={"mlflow.parentRunId": pid, "lstc_gait.job_num": str(num),
+                                      report.OVERRIDES_TAG: _tag(pooling=pool)})
         for cond, v in (("NM", nm), ("BG", nm - 10), ("CL", nm - 20)):
             client.log_metric(run.info.run_id, f"test/{cond}/rank1", v)
         client.set_terminated(run.info.run_id)
@@ -126,23 +135,17 @@ def test_find_parent_and_children(store):
     import mlflow
 
     uri, pid = store
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        _check_find(pid)
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
-def _check_find(pid: str) -> None:
-    found = report.find_parent_run()
+    before = mlflow.get_tracking_uri()
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = report.find_parent_run(client)
     assert found["run_id"] == pid and found["experiment_name"] == "study"
-    assert report.find_parent_run(experiment_name="study")["run_id"] == pid
+    assert report.find_parent_run(client, experiment_name="study")["run_id"] == pid
     with pytest.raises(LookupError, match="no MLflow experiment named 'nope'"):
-        report.find_parent_run(experiment_name="nope")
-    table = report.build_comparison(report.load_child_runs(pid), swept=["pooling"])
+        report.find_parent_run(client, experiment_name="nope")
+    table = report.build_comparison(report.load_child_runs(client, pid), swept=["pooling"])
     assert table["pooling"].tolist() == ["hard", "soft"]
     assert table[report.HEADLINE].tolist() == pytest.approx([60.0, 50.0])
+    assert mlflow.get_tracking_uri() == before  # the report never sets MLflow's process-wide URI
 
 
 def test_report_command(store, tmp_path):
@@ -156,19 +159,25 @@ def test_report_command(store, tmp_path):
 
 
 
-def test_report_unknown_parent_is_a_clear_error(store, tmp_path, capsys):
+def test_report_unknown_parent_is_a_clear_error(store, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from lstc_gait.report import run_report
+    from lstc_gait.pipelines.report import ReportError
+    from lstc_gait.pipelines.report import report as run_report
 
     uri, _ = store
     with initialize_config_dir(config_dir=str(ROOT / "lstc_gait" / "conf"), version_base="1.3"):
         cfg = compose(config_name="report", overrides=[f"tracking.uri={uri}", "parent_run=0000",
                                                        f"out_dir={tmp_path}"])
-    assert run_report(cfg) == 2
-    assert "no run with id '0000'" in capsys.readouterr().err
+    with pytest.raises(ReportError, match="no run with id '0000'"):
+        run_report(cfg)
     assert not (tmp_path / "comparison.csv").exists()
     with initialize_config_dir(config_dir=str(ROOT / "lstc_gait" / "conf"), version_base="1.3"):
         cfg = compose(config_name="report", overrides=[f"tracking.uri=sqlite:///{tmp_path / 'none.db'}"])
-    assert run_report(cfg) == 2 and "no MLflow store" in capsys.readouterr().err
+    with pytest.raises(ReportError, match="no MLflow store"):
+        run_report(cfg)
     assert not (tmp_path / "none.db").exists()  # reading never creates a store
+    out = subprocess.run([sys.executable, "-m", "lstc_gait.report", f"tracking.uri=sqlite:///{tmp_path / 'none.db'}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.startswith("lstc_gait.report: error: no MLflow store")
+    assert "Traceback" not in out.stderr

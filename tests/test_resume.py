@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lstc_gait.engine.checkpoint import CheckpointError, load_checkpoint
+from lstc_gait.engine.checkpoint import CheckpointError, read_checkpoint
 from lstc_gait.train import run
 
 STEPS = ["trainer.max_steps=6", "trainer.log_every=1", "trainer.checkpoint_every=2", "trainer.eval_every=0",
@@ -25,15 +25,15 @@ def test_killed_run_resumes_as_if_it_never_stopped(debug_cfg, tmp_path):
 
     with pytest.raises(Stop):
         run(debug_cfg(*STEPS), tmp_path / "split", step_hook=kill_after_5)
-    assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["step"] == 4
+    assert read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt").state["step"] == 4
     resumed = run(debug_cfg(*STEPS, "resume=auto"), tmp_path / "split")
 
     assert [s for s, _ in resumed.losses] == [5, 6]
     full_losses = dict(full.losses)
     for step, loss in resumed.losses:  # the same batches and the same losses
         assert loss == pytest.approx(full_losses[step], rel=1e-6, abs=1e-7)
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
-    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt").state
+    b = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt").state
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
     for key in a["ema"]["module"]:

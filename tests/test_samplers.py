@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lstc_gait.samplers import MultiViewPKSampler, PKSampler, RandomSampler
+from lstc_gait.data.samplers import MultiViewPKSampler, PKSampler, RandomSampler
 
 VIEWS3 = ["000", "090", "180"]
 

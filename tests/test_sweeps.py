@@ -53,7 +53,7 @@ def test_presets_carry_their_sweep_and_combine_with_debug(preset, params):
                 on = [b for b in ("temporal", "spatial", "joint") if job.model[f"use_{b}"]]
                 assert on == (["temporal", "spatial", "joint"] if value == "all" else value.split("_"))
             elif key == "model":
-                assert job.model.joint_type == value
+                assert job.model.variant == value
             elif key == "pooling":
                 assert job.pooling.name == value
             else:
@@ -152,7 +152,7 @@ def test_joblib_two_workers_lose_nothing(tmp_path, tiny_data_dir, store):
     assert parent.info.status == "FINISHED" and len(children) == 2
     for child in children:
         assert child.info.status == "FINISHED"
-        assert child.data.params["model.joint_type"] in ("lstc", "dynamic")
+        assert child.data.params["model.variant"] in ("lstc", "dynamic")
         assert {"test/NM/rank1", "test/BG/rank1", "test/CL/rank1", "test/mAP"} <= set(child.data.metrics)
         history = client.get_metric_history(child.info.run_id, "train/loss")
         assert sorted(m.step for m in history) == [1, 2, 3]  # log_every=1, 3 steps: nothing lost
@@ -190,6 +190,7 @@ def test_callback_records_jobs_that_never_opened_a_run(tmp_path):
     # job 0 opened its run and died without closing it; job 1 crashed before opening one
     client.create_run(exp, run_name="pooling=hard", tags={"mlflow.parentRunId": parent,
                                                            "lstc_gait.overrides": "pooling=hard",
+                                                           "lstc_gait.overrides_json": '{"pooling": "hard"}',
                                                            "lstc_gait.run_dir": str(sweep_dir / "0")})
     job1 = OmegaConf.merge(base, {"hydra": {"runtime": {"output_dir": str(sweep_dir / "1")},
                                             "overrides": {"task": ["pooling=soft"]}}})

@@ -5,7 +5,8 @@ from .reference import (
     load_reference_checkpoint,
     load_reference_weights,
     reference_args_to_kwargs,
+    reference_backbone,
 )
 
 __all__ = ["CheckpointFormatError", "load_reference_checkpoint", "load_reference_weights",
-           "reference_args_to_kwargs"]
+           "reference_args_to_kwargs", "reference_backbone"]

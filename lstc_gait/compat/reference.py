@@ -8,20 +8,17 @@ and ``args`` (the original training flags); ``classifier``, ``optimizer``, ``sch
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from ..engine.checkpoint import Checkpoint, CheckpointError, read_checkpoint
 from ..models.backbone import DEFAULT_KERNELS, LSTCBackbone
 from ..models.heads import GaitModel
 
-
-class CheckpointFormatError(ValueError):
-    """The file is not a usable original lstc-gait checkpoint (the message names the file and keys)."""
+# The importer's historical error name; the platform has one checkpoint error class.
+CheckpointFormatError = CheckpointError
 
 
 # original flag -> (LSTCBackbone kwarg, default of the original project)
@@ -69,28 +66,11 @@ def reference_args_to_kwargs(args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointFormatError(f"{p}: no such checkpoint file")
-    try:
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Trusted local file holding non-tensor Python objects (e.g. numpy scalars in args).
-            ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a format error for the caller
-        raise CheckpointFormatError(f"{p}: cannot be read as a torch checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, Mapping):
-        raise CheckpointFormatError(f"{p}: expected a checkpoint dict with 'model' and 'args', got {type(ckpt).__name__}")
-    missing = [k for k in ("model", "args") if k not in ckpt]
-    if missing:
-        raise CheckpointFormatError(f"{p}: checkpoint dict lacks {missing} (has {sorted(map(str, ckpt))})")
-    state, args = ckpt["model"], ckpt["args"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointFormatError(f"{p}: 'model' must be a state_dict (a dict of tensors)")
-    if not isinstance(args, Mapping):
-        raise CheckpointFormatError(f"{p}: 'args' must be a dict of training flags, got {type(args).__name__}")
-    return dict(state), dict(args)
+    ckpt = read_checkpoint(path)
+    if ckpt.kind != "reference":
+        raise CheckpointError(f"{path}: a platform checkpoint, not an original lstc-gait one (keys model, args); "
+                              "resume from it with resume=PATH, or evaluate it directly")
+    return ckpt.model_state, dict(ckpt.args or {})
 
 
 def _load_state(backbone: LSTCBackbone, state: dict[str, Tensor], path: str | os.PathLike) -> None:
@@ -119,9 +99,39 @@ def _load_state(backbone: LSTCBackbone, state: dict[str, Tensor], path: str | os
         raise CheckpointFormatError(f"{path}: {exc}") from exc
 
 
+def reference_backbone(ckpt: Checkpoint) -> LSTCBackbone:
+    """Build the ``LSTCBackbone`` an original checkpoint's ``args`` describe and load its weights.
+
+    Args:
+        ckpt: A ``kind == "reference"`` checkpoint from :func:`lstc_gait.engine.checkpoint.read_checkpoint`.
+
+    Returns:
+        The backbone in eval mode.
+
+    Raises:
+        CheckpointError: The args describe an invalid model, or the weights do not fit it.
+    """
+    return _build(ckpt.model_state, dict(ckpt.args or {}), ckpt.path)
+
+
 def load_reference_checkpoint(path: str | os.PathLike) -> LSTCBackbone:
-    """Build an ``LSTCBackbone`` from the checkpoint's ``args``, load its weights, return it in eval mode."""
+    """Build an ``LSTCBackbone`` from an original checkpoint's ``args`` and load its weights.
+
+    Args:
+        path: The original lstc-gait checkpoint (``model`` state dict + ``args``).
+
+    Returns:
+        The backbone in eval mode; ``backbone(x, lengths)["embedding"]`` maps float (N, 1, T, 64, 44)
+        silhouettes to float (N, D) embeddings.
+
+    Raises:
+        CheckpointError: The file is unreadable, not an original checkpoint, or its weights do not fit.
+    """
     state, args = _read_checkpoint(path)
+    return _build(state, args, path)
+
+
+def _build(state: dict[str, Tensor], args: dict[str, Any], path: str | os.PathLike) -> LSTCBackbone:
     try:
         backbone = LSTCBackbone(**reference_args_to_kwargs(args))
     except CheckpointFormatError:

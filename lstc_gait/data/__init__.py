@@ -6,11 +6,12 @@ and free of cycles.
 """
 
 from .augment import AugmentConfig, apply_augment
-from .cache import CacheError, SequenceCache, open_cache, write_cache_from_arrays
+from .cache import CacheError, EmptyCacheError, SequenceCache, open_cache, write_cache_from_arrays
+from .frame_sampling import sample_frame_indices
+from .frames import FrameError, read_mask, read_masks, read_pickle_sequence, to_mask
 from .layouts import LAYOUTS, LayoutError, detect_layout, read_partition, scan_roots
 from .prepare import PrepareSummary, prepare_cache
 from .pretreat import center_crop_width, pretreat_frame
-from .sampling import sample_frame_indices
 from .splits import SPLIT_PROTOCOLS, CacheSplit, split_index, split_subjects
 
 # The datasets need torch; load them on first use so that generator and prepare workers stay light.
@@ -35,6 +36,8 @@ __all__ = [
     "AugmentConfig",
     "CacheSplit",
     "CacheError",
+    "EmptyCacheError",
+    "FrameError",
     "LayoutError",
     "PrepareSummary",
     "SequenceCache",
@@ -48,10 +51,14 @@ __all__ = [
     "open_cache",
     "prepare_cache",
     "pretreat_frame",
+    "read_mask",
+    "read_masks",
     "read_partition",
+    "read_pickle_sequence",
     "sample_frame_indices",
     "scan_roots",
     "split_index",
     "split_subjects",
+    "to_mask",
     "write_cache_from_arrays",
 ]

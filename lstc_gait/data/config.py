@@ -20,11 +20,12 @@ from omegaconf.errors import OmegaConfBaseException
 from lstc_gait.data.synthetic import SynthParams
 
 from .augment import AugmentConfig
-from .cache import SequenceCache, read_meta
+from .cache import SequenceCache, read_meta, require_sequences
 from .datasets import TestSequenceDataset, TrainSequenceDataset
+from .frame_sampling import SAMPLING_MODES
+from .frames import DEFAULT_MASK_THRESHOLD, READER_VERSION, check_mask_threshold
 from .layouts import LAYOUTS
-from .prepare import DEFAULT_MIN_FRAMES, prepare_cache
-from .sampling import SAMPLING_MODES
+from .prepare import DEFAULT_MIN_FRAMES, PrepareSummary, prepare_cache
 from .splits import SPLIT_PROTOCOLS, CacheSplit, split_index
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ EVALUATION_PROTOCOLS = ("casia_b", "ou_mvlp", "retrieval")
 
 @dataclass
 class DatasetConfig:
+    """The ``dataset`` config group: where the silhouettes are, how to prepare, split and sample them.
+
+    See docs/data.md (Config) for every field; :meth:`validate` names a bad key in its error.
+    """
+
     name: str = "synthetic"
     # where the raw silhouettes are; `roots` combines several (e.g. one folder per camera view)
     layout: str = "auto"  # auto | flat | casia_b | ou_mvlp | opengait
@@ -42,6 +48,8 @@ class DatasetConfig:
     cache_dir: str | None = None  # default: <data_dir>/cache/<name>-<hash of roots and layout>
     workers: int = 2
     min_frames: int = DEFAULT_MIN_FRAMES
+    # a mask pixel is foreground from this share of its encoding's maximum (0.5: 128 of 255, 32768 of 65535)
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD
     # subject split
     split: str = "casia_b"  # casia_b | ou_mvlp | partition | random
     partition_file: str | None = None
@@ -59,6 +67,14 @@ class DatasetConfig:
     synthetic: SynthParams | None = None
 
     def validate(self) -> "DatasetConfig":
+        """Check the values.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: A bad value; the message names the key (``dataset.<key>``).
+        """
         checks = [
             ("layout", self.layout, ("auto", *LAYOUTS)),
             ("split", self.split, SPLIT_PROTOCOLS),
@@ -72,11 +88,16 @@ class DatasetConfig:
         # cache does not need the partition.
         if self.min_frames < 1 or self.num_frames < 1 or self.workers < 0:
             raise ValueError("dataset.min_frames and dataset.num_frames must be >= 1, dataset.workers >= 0")
+        check_mask_threshold(self.mask_threshold, "dataset.mask_threshold")
+        if self.layout == "opengait" and self.mask_threshold != DEFAULT_MASK_THRESHOLD:
+            raise ValueError(f"dataset.mask_threshold={self.mask_threshold} would do nothing with layout=opengait: "
+                             "pickles are already pretreated and are not binarised (leave it at 0.5)")
         if self.synthetic is None and not self.roots and not self.root:
             raise ValueError(f"dataset {self.name!r} needs dataset.root (or dataset.roots): the raw data folder")
         return self
 
     def all_roots(self) -> list[str]:
+        """``roots`` when given, else ``[root]`` (empty when neither is set)."""
         return list(self.roots) if self.roots else ([self.root] if self.root else [])
 
 
@@ -94,6 +115,7 @@ def dataset_config_from(node: Any) -> DatasetConfig:
 
 
 def default_cache_dir(cfg: DatasetConfig, data_dir: Path) -> Path:
+    """``<data_dir>/cache/<name>-<hash of layout and absolute roots>``."""
     roots = [os.path.abspath(r) for r in cfg.all_roots()]
     digest = hashlib.sha1(json.dumps([cfg.layout, roots]).encode()).hexdigest()[:10]
     return Path(data_dir) / "cache" / f"{cfg.name}-{digest}"
@@ -125,10 +147,34 @@ def resolve_cache(dataset_cfg: Any, data_dir: Path, progress: bool = True) -> Pa
         and meta.get("roots") == roots
         and cfg.layout in ("auto", meta.get("layout"))
         and meta.get("min_frames") == cfg.min_frames
+        and meta.get("mask_threshold") == cfg.mask_threshold
+        and meta.get("reader") == READER_VERSION
+        and meta.get("num_sequences", 0) > 0  # an empty cache is prepared again (the data may be fixed)
     ):
         return cache_dir
-    prepare_cache(roots, cfg.layout, cache_dir, workers=cfg.workers, min_frames=cfg.min_frames, progress=progress)
+    prepare_dataset(cfg, cache_dir, progress=progress)
     return cache_dir
+
+
+def prepare_dataset(dataset_cfg: Any, cache_dir: str | Path, progress: bool = True) -> PrepareSummary:
+    """Run (or resume) :func:`prepare_cache` on a dataset config's roots with all its settings.
+
+    Args:
+        dataset_cfg: A :class:`DatasetConfig`, DictConfig or dict (not the synthetic dataset).
+        cache_dir: The cache folder.
+        progress: Show progress bars and print the summary.
+
+    Returns:
+        The run's summary.
+
+    Raises:
+        EmptyCacheError: Nothing usable was found (one line naming the top causes and the report).
+        LayoutError, FileNotFoundError, ValueError: As :func:`prepare_cache`.
+    """
+    cfg = dataset_config_from(dataset_cfg) if not isinstance(dataset_cfg, DatasetConfig) else dataset_cfg.validate()
+    roots = [os.path.abspath(r) for r in cfg.all_roots()]
+    return prepare_cache(roots, cfg.layout, cache_dir, workers=cfg.workers, min_frames=cfg.min_frames,
+                         progress=progress, mask_threshold=cfg.mask_threshold)
 
 
 def build_datasets(
@@ -140,6 +186,7 @@ def build_datasets(
     ``cache.index.iloc[test_dataset.rows]`` gives the test sequences' subject/type/view.
     """
     cfg = dataset_cfg if isinstance(dataset_cfg, DatasetConfig) else dataset_config_from(dataset_cfg)
+    require_sequences(cache)  # an empty cache is named as such, not as an empty train set
     split = split_index(cache.index, cfg.split, cfg.partition_file, cfg.test_fraction, cfg.split_seed)
     train = TrainSequenceDataset(cache, split.train_rows, split.train_labels, num_frames=cfg.num_frames,
                                  sampling=cfg.sampling, width=cfg.width, augment=cfg.augment)

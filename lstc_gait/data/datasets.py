@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from .augment import AugmentConfig, apply_augment
 from .cache import FRAME_SHAPE, SequenceCache
-from .sampling import SAMPLING_MODES, sample_frame_indices
+from .frame_sampling import SAMPLING_MODES, sample_frame_indices
 
 
 def _column_window(width: int) -> slice:
@@ -78,6 +78,15 @@ class TrainSequenceDataset(Dataset):
         return len(self.rows)
 
     def sample(self, position: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        """One training clip of the sequence at ``position``.
+
+        Args:
+            position: Index into this dataset's rows.
+            rng: Generator for frame sampling and augmentation.
+
+        Returns:
+            (uint8 (num_frames, 64, width) clip, int class label).
+        """
         row = int(self.rows[position])
         idx = sample_frame_indices(int(self._lengths[position]), self.num_frames, self.sampling, rng)
         # One fancy index straight on the memory map: copies only the pixels the clip needs.

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .cache import REPORT_FILE, EmptyCacheError
 from .layouts import read_partition
 
 SPLIT_PROTOCOLS: tuple[str, ...] = ("casia_b", "ou_mvlp", "partition", "random")
@@ -78,10 +79,28 @@ def split_subjects(
     test_fraction: float = 0.5,
     seed: int = 0,
 ) -> tuple[list[str], list[str]]:
-    """(train_subjects, test_subjects), sorted and never overlapping."""
+    """Split subject ids by a protocol.
+
+    Args:
+        subjects: Subject ids (repeats allowed, e.g. a cache index's ``subject`` column).
+        protocol: One of :data:`SPLIT_PROTOCOLS`.
+        partition_file: The partition JSON (``partition`` protocol).
+        test_fraction: Share of test subjects (``random`` protocol).
+        seed: Seed of the ``random`` protocol.
+
+    Returns:
+        ``(train_subjects, test_subjects)``, sorted and never overlapping.
+
+    Raises:
+        EmptyCacheError: No subject at all (the cache is empty).
+        ValueError: The protocol cannot split these subjects (the message says why).
+    """
     uniq = sorted({str(s) for s in subjects})
     if protocol not in SPLIT_PROTOCOLS:
         raise ValueError(f"unknown split protocol {protocol!r}; choose one of {', '.join(SPLIT_PROTOCOLS)}")
+    if not uniq:
+        raise EmptyCacheError("no subject to split: the cache is empty (prepare skipped everything; "
+                              f"its {REPORT_FILE} says why)")
     if protocol != "partition" and len(uniq) < 2:
         raise ValueError(f"a {protocol} split needs at least 2 subjects, got {len(uniq)}")
     if protocol == "casia_b":
@@ -113,6 +132,7 @@ class CacheSplit:
 
     @property
     def num_classes(self) -> int:
+        """Number of training subjects (classes)."""
         return len(self.train_subjects)
 
 
@@ -124,7 +144,15 @@ def split_index(
     seed: int = 0,
 ) -> CacheSplit:
     """Split a cache index (column ``subject``) into training and test rows; labels follow the
-    sorted training subjects (``train_subjects[label]``). Subjects in neither set are left out."""
+    sorted training subjects (``train_subjects[label]``). Subjects in neither set are left out.
+
+    Raises:
+        EmptyCacheError: The index is empty.
+        ValueError: The protocol cannot split these subjects (the message says why).
+    """
+    if len(index) == 0:
+        raise EmptyCacheError("no sequence to split: the cache is empty (prepare skipped everything; "
+                              f"its {REPORT_FILE} says why)")
     subjects = index["subject"].astype(str).to_numpy()
     train, test = split_subjects(subjects, protocol, partition_file, test_fraction, seed)
     label_of = {s: i for i, s in enumerate(train)}

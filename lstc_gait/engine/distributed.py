@@ -16,16 +16,25 @@ from torch import nn
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in a (possibly one-process) DDP job.
+
+    Attributes:
+        rank: Global rank.
+        world_size: Processes in the job.
+        local_rank: Rank within this machine (its GPU index).
+    """
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0 (which writes files and tracks)."""
         return self.rank == 0
 
     @property
     def enabled(self) -> bool:
+        """Whether more than one process takes part."""
         return self.world_size > 1
 
 
@@ -38,12 +47,26 @@ def torchrun_env() -> DistInfo | None:
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a spawned process group.
+
+    Returns:
+        The port number.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 def default_backend(device: torch.device, backend: str = "auto") -> str:
+    """The process-group backend for a device.
+
+    Args:
+        device: The training device.
+        backend: ``auto`` (nccl on CUDA, gloo on CPU) or a backend name.
+
+    Returns:
+        The backend name.
+    """
     if backend != "auto":
         return backend
     return "nccl" if device.type == "cuda" else "gloo"
@@ -58,6 +81,7 @@ def init_process_group(info: DistInfo, backend: str, init_method: str | None = N
 
 
 def cleanup() -> None:
+    """Leave the process group, if this process joined one."""
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -70,11 +94,21 @@ def spawn(fn: Callable[..., Any], nprocs: int, args: tuple = ()) -> None:
 
 
 def barrier() -> None:
+    """Wait for every rank (no-op outside a process group)."""
     if dist.is_initialized():
         dist.barrier()
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank.
+
+    Args:
+        obj: A picklable object.
+        src: The sending rank.
+
+    Returns:
+        The object (``obj`` itself outside a process group).
+    """
     if not dist.is_initialized():
         return obj
     box = [obj]
@@ -83,6 +117,14 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order.
+
+    Args:
+        obj: A picklable object.
+
+    Returns:
+        One entry per rank (``[obj]`` outside a process group).
+    """
     if not dist.is_initialized():
         return [obj]
     out: list[Any] = [None] * dist.get_world_size()
@@ -102,6 +144,14 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2-D input, got {input.dim()}-D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch-normalise ``x`` with statistics over all ranks' batches while training.
+
+        Args:
+            x: float (N, C, ...) input.
+
+        Returns:
+            Same shape and dtype.
+        """
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce

@@ -27,12 +27,25 @@ class ModelEMA:
         self.updates = 0
 
     def current_decay(self) -> float:
+        """The decay the next update uses.
+
+        Returns:
+            ``decay``, or ``min(decay, (1 + n) / (10 + n))`` after n updates with warmup.
+        """
         if not self.warmup:
             return self.decay
         return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s parameters and copy its buffers.
+
+        Args:
+            model: The trained model (unwrapped, same structure).
+
+        Raises:
+            RuntimeError: The parameter lists differ.
+        """
         d = self.current_decay()
         self.updates += 1
         ema_params = [p for p in self.module.parameters() if p.dtype.is_floating_point]
@@ -44,8 +57,18 @@ class ModelEMA:
             e.copy_(b)
 
     def state_dict(self) -> dict[str, Any]:
+        """The average for a checkpoint.
+
+        Returns:
+            ``{"module": state dict, "updates", "decay"}``.
+        """
         return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s average.
+
+        Args:
+            state: From :meth:`state_dict` (prefix-free, as the checkpoint reader gives it).
+        """
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])

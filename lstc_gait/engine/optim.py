@@ -24,6 +24,14 @@ class WarmupCosine:
         self.min_lr_ratio = float(min_lr_ratio)
 
     def __call__(self, step: int) -> float:
+        """The learning-rate factor at ``step``.
+
+        Args:
+            step: Optimizer steps taken.
+
+        Returns:
+            Linear warmup from ``warmup_start`` to 1, then cosine down to ``min_lr_ratio``.
+        """
         if step < self.warmup_steps:
             return self.warmup_start + (1.0 - self.warmup_start) * step / self.warmup_steps
         span = max(1, self.total_steps - self.warmup_steps)

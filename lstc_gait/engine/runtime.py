@@ -1,4 +1,5 @@
-"""Runtime settings of a training process: device, mixed precision, seeding, RNG state, allocator."""
+"""Runtime settings of a process: mixed precision, seeding, RNG state, allocator, and the process-wide
+switches (:func:`configure_process`), which only entry points call."""
 
 from __future__ import annotations
 
@@ -13,18 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> cuda:<local_rank> when CUDA is available, else cpu; ``cuda`` -> cuda:<local_rank>."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        device = f"cuda:{local_rank}"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"trainer.device={device} but CUDA is not available; use trainer.device=cpu or auto")
-    return dev
 
 
 def amp_dtype(enabled: bool, dtype: str, device: torch.device) -> torch.dtype | None:
@@ -54,14 +43,42 @@ def make_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.Gr
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
+def configure_process(device: torch.device, deterministic: bool = False, world_size: int = 1) -> None:
+    """Apply the process-wide settings of a training or inference process (entry points only).
+
+    Sets ``torch.use_deterministic_algorithms`` (and cuDNN's switches), splits the CPU's cores among
+    the DDP processes of one machine (``torch.set_num_threads``), and on the CPU keeps freed memory
+    in the process (:func:`keep_freed_memory`). Library code never calls these.
+
+    Args:
+        device: The process's device.
+        deterministic: Deterministic kernels (bitwise-reproducible resume on CUDA).
+        world_size: Processes sharing this machine's cores (1 without DDP).
+    """
+    set_deterministic(bool(deterministic))
+    if device.type == "cpu":
+        keep_freed_memory()
+        if world_size > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+
+
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators.
+
+    Args:
+        seed: The seed (NumPy takes it modulo 2**32).
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
 def set_deterministic(enabled: bool) -> None:
-    """Deterministic kernels (bitwise-reproducible resume on CUDA); CPU kernels already are."""
+    """Switch deterministic kernels on or off for the whole process (see :func:`configure_process`).
+
+    Args:
+        enabled: Deterministic kernels (bitwise-reproducible resume on CUDA); CPU kernels already are.
+    """
     torch.use_deterministic_algorithms(enabled, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.deterministic = enabled
@@ -69,6 +86,11 @@ def set_deterministic(enabled: bool) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    """The global generators' states (Python, NumPy, torch, CUDA when available), for checkpoints.
+
+    Returns:
+        ``{"python", "numpy", "torch"[, "cuda"]}``.
+    """
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -76,6 +98,11 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`'s states (CUDA ones only when the GPU count still fits).
+
+    Args:
+        state: As returned by :func:`rng_state`.
+    """
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])

@@ -1,7 +1,7 @@
 """The training loop: AMP, EMA, gradient clipping, warmup + cosine, checkpoint/resume, DDP, evaluation.
 
 :class:`Trainer` takes built objects (model, loss, optimizer, scheduler, sampler, loader, ...)
-and explicit settings; it never reads a global config. ``lstc_gait.train`` builds those objects from
+and explicit settings; it never reads a global config. ``lstc_gait.pipelines.train`` builds those objects from
 the composed Hydra config.
 """
 
@@ -28,17 +28,28 @@ log = logging.getLogger(__name__)
 
 
 class Tracker(Protocol):
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    """What the trainer logs to (``MLflowTracker`` / ``NullTracker``)."""
 
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log metrics at a step."""
+        ...
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a file."""
+        ...
 
 
 class Evaluator(Protocol):
-    def __call__(self, model: nn.Module, step: int) -> dict[str, float]: ...
+    """The trainer's evaluation hook (:class:`lstc_gait.evaluation.evaluator.TrainingEvaluation`)."""
+
+    def __call__(self, model: nn.Module, step: int) -> dict[str, float]:
+        """Evaluate ``model`` at ``step``; returns the metrics (rank 0; {} elsewhere)."""
+        ...
 
 
 @dataclass
 class TrainSettings:
+    """The loop's budget and intervals (steps), clipping and the monitored metric."""
     max_steps: int
     eval_every: int = 0
     log_every: int = 10
@@ -50,6 +61,7 @@ class TrainSettings:
 
 @dataclass
 class FitResult:
+    """What :meth:`Trainer.fit` returns: final step, losses, last metrics, throughput, checkpoints."""
     step: int
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss over the log window)
     metrics: dict[str, float] = field(default_factory=dict)  # last evaluation
@@ -128,6 +140,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
+        """The full training state for a checkpoint (see :mod:`lstc_gait.engine.checkpoint`).
+
+        Returns:
+            Model, optimizer, scheduler, EMA, scaler, sampler position, RNG, step, metrics, config.
+        """
         return {
             "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -145,6 +162,15 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any], path: str | Path) -> None:
+        """Resume from a checkpoint's state.
+
+        Args:
+            state: ``Checkpoint.state`` from :func:`lstc_gait.engine.checkpoint.read_training_state`.
+            path: The checkpoint (for messages).
+
+        Raises:
+            CheckpointError: Another model config, weights that do not fit, or no EMA state when EMA is on.
+        """
         ckpt_io.check_compatible(state.get("config") or {}, self.config, path, self.num_classes,
                                  state.get("num_classes"))
         ckpt_io.load_model_state(self.raw_model, state["model"], path)
@@ -168,6 +194,14 @@ class Trainer:
         self.last_metrics = dict(state.get("metrics") or {})
 
     def save(self, name: str) -> Path | None:
+        """Write ``<checkpoint_dir>/<name>`` (rank 0 only).
+
+        Args:
+            name: File name (``last.pt``, ``best.pt``).
+
+        Returns:
+            The path, or None when this rank does not write checkpoints.
+        """
         if self.checkpoint_dir is None or not self.dist.is_main:
             return None
         return ckpt_io.save_checkpoint(self.state_dict(), self.checkpoint_dir / name)
@@ -206,6 +240,11 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.raw_model
 
     def evaluate(self) -> dict[str, float]:
+        """Run the evaluation hook on the EMA (or raw) model.
+
+        Returns:
+            The metrics ({} without a hook).
+        """
         if self.evaluator is None:
             return {}
         metrics = self.evaluator(self._eval_model(), self.step)
@@ -227,6 +266,11 @@ class Trainer:
         return t
 
     def fit(self) -> FitResult:
+        """Train until ``max_steps``, evaluating and checkpointing on the way.
+
+        Returns:
+            The result.
+        """
         s = self.settings
         result = FitResult(step=self.step)
         if self.step >= s.max_steps:

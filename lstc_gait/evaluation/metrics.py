@@ -74,15 +74,32 @@ class Prepared:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The stored features' dtype."""
         return self.data.dtype
 
     def to(self, dtype: torch.dtype) -> Prepared:
+        """These features in ``dtype``.
+
+        Args:
+            dtype: Target dtype.
+
+        Returns:
+            Self when already in it, else a converted copy.
+        """
         if self.dtype == dtype:
             return self
         sq = None if self.sqnorm is None else self.sqnorm.to(dtype)
         return Prepared(self.metric, self.data.to(dtype), sq, self.parts)
 
     def take(self, index) -> Prepared:
+        """A subset of the entries.
+
+        Args:
+            index: int (K,) entry indices.
+
+        Returns:
+            The K entries, contiguous.
+        """
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
         if self.metric == "euclidean" and self.parts:
             return Prepared(self.metric, self.data[:, idx].contiguous(), self.sqnorm[:, idx].contiguous(), self.parts)
@@ -270,6 +287,7 @@ def build_positives(query_ids, gallery_ids, query_cams=None, gallery_cams=None,
 # ---------------------------------------------------------------- the search engine
 @dataclass
 class SearchResult:
+    """Output of the chunked nearest-neighbour search used by the protocols and mAP / mINP (Ye et al. 2021)."""
     nearest: np.ndarray | None  # (Nq, num_groups) gallery index of the nearest entry per group, -1 = none
     ranks: np.ndarray | None  # concatenated ascending 1-based ranks of each query's valid positives
     offsets: np.ndarray | None  # (Nq + 1,) query q's ranks are ranks[offsets[q]:offsets[q + 1]]

@@ -3,7 +3,7 @@
 CSV: ``# key: value`` comment lines, then the table (read back with
 ``pandas.read_csv(path, comment="#", index_col=0)`` or :func:`read_table`). Markdown: the same
 header as ``key: value`` lines above the table. Numbers are percent; NaN prints as ``-`` in
-Markdown and stays empty in CSV. Both files are written atomically (tmp file + os.replace).
+Markdown and stays empty in CSV. Both files are written atomically (:mod:`lstc_gait.utils.fileio`).
 No mlflow here: the tracking code logs these files.
 """
 
@@ -11,27 +11,15 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
+from lstc_gait.utils.fileio import atomic_write_text
+
 # the facts every table must state (docs/PROTOCOLS.md "Reporting"); missing ones are written as "n/a"
 REQUIRED_HEADER = ("protocol", "distance", "checkpoint", "split", "misses_counted")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 _ALIASES = {"metric": "distance", "misses": "misses_counted"}
@@ -98,9 +86,9 @@ def write_table(df: pd.DataFrame, path_stem: str | os.PathLike,
     items = _header_items(header)
     csv_path, md_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".md")
     body = df.to_csv(index=True, index_label=df.index.name or "", float_format="%.4f", lineterminator="\n")
-    _atomic_write(csv_path, "".join(f"# {k}: {v}\n" for k, v in items) + body)
+    atomic_write_text(csv_path, "".join(f"# {k}: {v}\n" for k, v in items) + body)
     md = "".join(f"{k}: {v}  \n" for k, v in items) + "\n" + format_table(df) + "\n"
-    _atomic_write(md_path, md)
+    atomic_write_text(md_path, md)
     return csv_path, md_path
 
 

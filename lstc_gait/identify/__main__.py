@@ -16,11 +16,10 @@ from omegaconf import DictConfig
 @hydra.main(config_path="../conf", config_name="identify", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Entry point: compose ``conf/identify.yaml``, run, one-line errors (exit 2)."""
-    from lstc_gait.evaluation.commands import run_command
+    from lstc_gait.errors import run_command
     from lstc_gait.identify.commands import run_identify
-    from lstc_gait.identify.errors import IdentifyError
 
-    run_command("identify", lambda: run_identify(cfg, Path.cwd()), user_errors=(IdentifyError,))
+    run_command("identify", lambda: run_identify(cfg, Path.cwd()))
 
 
 if __name__ == "__main__":

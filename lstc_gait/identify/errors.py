@@ -1,18 +1,12 @@
 """User errors of the identify commands (a missing file, a clip nobody walks through, a foreign gallery).
 
-``IdentifyError`` subclasses the platform's ``UserError`` (``lstc_gait/errors.py``) when it exists, and
-``ValueError`` so today's command wrapper (``lstc_gait.evaluation.commands.run_command``) prints it as
-one line ``lstc_gait.<command>: error: <message>`` and exits 2.
+``IdentifyError`` is a :class:`lstc_gait.errors.UserError` (and a ``ValueError``): the entry points
+print it as one line ``lstc_gait.<command>: error: <message>`` and exit 2.
 """
 
 from __future__ import annotations
 
-try:  # the platform-wide base class (architecture work); a local stand-in until it lands
-    from lstc_gait.errors import UserError
-except ImportError:  # pragma: no cover - depends on merge order
-
-    class UserError(Exception):  # type: ignore[no-redef]
-        """An expected user error: entry points print one line and exit 2."""
+from lstc_gait.errors import UserError
 
 
 class IdentifyError(UserError, ValueError):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,17 +53,11 @@ def sha256_files(paths: Iterable[str | os.PathLike]) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then ``os.replace`` (umask permissions)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Write through a temporary file beside ``path`` that replaces it on success (utils.fileio)."""
+    from lstc_gait.utils.fileio import atomic_output
+
+    with atomic_output(path) as tmp:
+        write(str(tmp))
 
 
 @dataclass

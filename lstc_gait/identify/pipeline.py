@@ -130,16 +130,17 @@ def read_frame_folder(folder: str | os.PathLike) -> list[np.ndarray]:
     Raises:
         IdentifyError: no image in the folder, or an unreadable frame (named).
     """
+    from lstc_gait.data.frames import read_masks
     from lstc_gait.data.layouts import list_frames
-    from lstc_gait.data.pretreat import FrameError, read_silhouette
 
     paths = list_frames(folder)
     if not paths:
         raise IdentifyError(f"{folder}: no image files (a folder of silhouette frames is expected)")
-    try:
-        return [read_silhouette(p) for p in paths]
-    except FrameError as exc:
-        raise IdentifyError(str(exc)) from exc
+    masks = read_masks(paths)
+    for m in masks:
+        if isinstance(m, Exception):
+            raise IdentifyError(str(m)) from m
+    return masks
 
 
 def pretreat_sequence(masks: Sequence[np.ndarray], name: str) -> np.ndarray:
@@ -236,16 +237,14 @@ def load_embedder(checkpoint: str | os.PathLike, device: str = "auto", use_ema: 
     Raises:
         IdentifyError: the checkpoint is missing or unusable (the message names it).
     """
-    from lstc_gait.evaluation import commands as C
+    from lstc_gait.engine.checkpoint import load_model
+    from lstc_gait.engine.device import resolve_device
 
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise IdentifyError(f"{path}: no such checkpoint file")
-    try:
-        loaded = C.load_model(path, use_ema=use_ema)
-        dev = C.resolve_device(device)
-    except C.CommandError as exc:
-        raise IdentifyError(str(exc)) from exc
+    loaded = load_model(path, use_ema=use_ema)  # CheckpointError: a UserError naming the file
+    dev = resolve_device(device)
     model_cfg = (loaded.config or {}).get("model") if loaded.config else {"reference": loaded.extra}
     return Embedder(loaded.model.to(dev).eval(), int(loaded.input_size[1]),
                     {"path": str(path.resolve()), "sha256": sha256_file(path)}, model_cfg, str(dev))

@@ -89,7 +89,8 @@ def render_clip(subjects: Sequence[int] = (1,), view: str = "090", frames: int =
         lead_in: empty-scene frames before the walker appears.
         seq_type: SynthGait sequence type (``nm-01`` .. ``cl-02``); another type is another walk.
         seed: SynthGait instance seed (subjects' bodies and walks).
-        width, height: frame size in pixels.
+        width: frame width in pixels.
+        height: frame height in pixels.
         noise_sigma: standard deviation of the Gaussian sensor noise, in grey levels.
         scene_seed: seed of the scene and clothing (default: derived from subject, type, view).
         pan_px_per_frame: > 0 pans the camera (the scene slides); a moving-camera test case.

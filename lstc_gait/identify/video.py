@@ -354,8 +354,8 @@ def clean_mask(raw: np.ndarray, max_hole: float = 0.02, open_px: int = 3, close_
     Args:
         raw: bool (H, W).
         max_hole: holes up to this share of the silhouette's area are filled.
-        open_px, close_px: sizes of the opening and closing ellipses at 240 rows (scaled with the
-            frame height; 0 skips the step).
+        open_px: size of the opening ellipse at 240 rows (scaled with the frame height; 0: none).
+        close_px: size of the closing ellipse, likewise.
         piece_min: other components in the walker's columns, at most a quarter of its height away,
             of at least this share of its area are kept as pieces of it (smaller specks would
             stretch the crop).

@@ -18,22 +18,58 @@ class NullTracker:
         self.settings = dict(kwargs)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        """Ignore params.
+
+        Args:
+            params: Ignored.
+        """
         pass
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Ignore metrics.
+
+        Args:
+            metrics: Ignored.
+            step: Ignored.
+        """
         pass
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Ignore tags.
+
+        Args:
+            tags: Ignored.
+        """
         pass
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Ignore a file.
+
+        Args:
+            path: Ignored.
+            artifact_path: Ignored.
+        """
         pass
 
     def log_table(self, df: Any, name: str, files: tuple[Path, ...] | None = None, header: str | None = None,
                   artifact_path: str = "tables") -> None:
+        """Ignore a table.
+
+        Args:
+            df: Ignored.
+            name: Ignored.
+            files: Ignored.
+            header: Ignored.
+            artifact_path: Ignored.
+        """
         pass
 
     def end(self, status: str = "FINISHED") -> None:
+        """Nothing to close.
+
+        Args:
+            status: Ignored.
+        """
         pass
 
 

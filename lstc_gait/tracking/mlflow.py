@@ -1,8 +1,7 @@
-"""MLflow run lifecycle for one training job (mlflow itself is imported lazily, only here).
+"""The run tracker: one MLflow run's params, metrics, tables, artifacts and end status.
 
-The embedded default store is ``sqlite:///<output_dir>/mlflow.db`` with artifacts in
-``<output_dir>/mlartifacts`` (MLflow 3 refuses plain file stores); ``tracking.uri`` or
-``$MLFLOW_TRACKING_URI`` points it anywhere else (a server, Postgres, another SQLite file).
+The store and experiment come from :mod:`lstc_gait.tracking.store` (set up there, once); this
+module never sets MLflow's process-wide tracking URI. mlflow is imported lazily.
 """
 
 from __future__ import annotations
@@ -14,70 +13,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from lstc_gait.tracking.store import DEFAULT_EXPERIMENT, call_with_retry, open_store
 
-DEFAULT_EXPERIMENT = "lstc_gait"
+log = logging.getLogger(__name__)
+_retry = call_with_retry
+
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
-def resolve_tracking_uri(uri: str | None = None, output_dir: str | os.PathLike = "outputs") -> str:
-    """Explicit ``uri`` > ``$MLFLOW_TRACKING_URI`` > ``sqlite:///<abs output_dir>/mlflow.db``.
-
-    Relative SQLite paths are made absolute against the current directory, so spawned or launched
-    processes reach the same file."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or None
-    if uri is None:
-        return "sqlite:///" + str((Path(output_dir) / "mlflow.db").absolute())
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):]
-        if path and path != ":memory:" and not os.path.isabs(path):
-            return "sqlite:///" + str(Path(path).absolute())
-    return uri
-
-
-def default_artifact_location(uri: str) -> str | None:
-    """``<store dir>/mlartifacts`` (file URI) for a local SQLite store; None lets the server decide."""
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):]
-        if path and path != ":memory:":
-            return (Path(path).absolute().parent / "mlartifacts").as_uri()
-    return None
-
-
-def ensure_sqlite_dir(uri: str) -> None:
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _retry(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Retry while SQLite is locked by a concurrent sweep job (the sweep module owns the policy)."""
-    from lstc_gait.tracking.sweep import call_with_retry
-
-    return call_with_retry(fn, *args, **kwargs)
-
-
-def ensure_experiment(client: Any, name: str, artifact_location: str | None = None) -> str:
-    """Id of experiment ``name``, created when missing; on a local SQLite store its artifacts go to
-    ``<store dir>/mlartifacts`` (not ./mlruns). Tolerates a concurrent creator and restores a deleted one."""
-    exp = _retry(client.get_experiment_by_name, name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            _retry(client.restore_experiment, exp.experiment_id)
-        return str(exp.experiment_id)
-    location = artifact_location or default_artifact_location(str(client.tracking_uri))
-    try:
-        return str(_retry(client.create_experiment, name, artifact_location=location))
-    except Exception:
-        exp = _retry(client.get_experiment_by_name, name)
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
-
-
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    """Flatten nested dicts into dotted keys (``{"a": {"b": 1}} -> {"a.b": 1}``); lists stay values.
+
+    Args:
+        d: The nested mapping.
+        prefix: Key prefix of this level.
+
+    Returns:
+        The flat dict.
+    """
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}.{k}" if prefix else str(k)
@@ -89,9 +42,22 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class MLflowTracker:
-    """One MLflow run: params, metrics, tables, artifacts, and its end status.
+    """One MLflow run: params, metrics, tables, artifacts, and its end status (the one tracker object).
 
-    ``run_id`` reopens an existing run (resume); ``parent_run_id`` makes this run a child (multirun)."""
+    Args:
+        uri: ``tracking.uri`` (None: ``$MLFLOW_TRACKING_URI``, else ``<output_dir>/mlflow.db``).
+        experiment: Experiment name (created when missing).
+        run_name: The run's name.
+        parent_run_id: Makes this run a child (a multirun job).
+        artifact_location: Artifact root of a new experiment (None: the store's default).
+        run_id: Reopen this run (resume) when it exists.
+        tags: Tags set on the run.
+        enabled: Must be true (``tracking=none`` uses :class:`lstc_gait.tracking.NullTracker`).
+        output_dir: ``paths.output_dir``.
+
+    Raises:
+        ValueError: ``enabled`` is false.
+    """
 
     def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None,
                  parent_run_id: str | None = None, artifact_location: str | None = None, run_id: str | None = None,
@@ -99,12 +65,10 @@ class MLflowTracker:
                  output_dir: str | os.PathLike = "outputs") -> None:
         if not enabled:
             raise ValueError("MLflowTracker with tracking.enabled=false: use tracking=none instead")
-        import mlflow
-
-        self.uri = resolve_tracking_uri(uri, output_dir)
-        ensure_sqlite_dir(self.uri)
-        self.client = mlflow.MlflowClient(tracking_uri=self.uri)
-        self.experiment_id = ensure_experiment(self.client, experiment, artifact_location)
+        store = open_store(uri, output_dir)
+        self.uri = store.uri
+        self.client = store.client
+        self.experiment_id = store.experiment(experiment, artifact_location)
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -127,9 +91,15 @@ class MLflowTracker:
 
     @property
     def artifact_uri(self) -> str:
+        """The run's artifact root URI."""
         return str(_retry(self.client.get_run, self.run_id).info.artifact_uri)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log a (nested) config as flat params; a reopened run keeps the params it has.
+
+        Args:
+            params: Nested mapping, flattened to dotted keys; values truncated to MLflow's limit.
+        """
         from mlflow.entities import Param
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
@@ -141,6 +111,12 @@ class MLflowTracker:
             _retry(self.client.log_batch, self.run_id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log metrics at a step.
+
+        Args:
+            metrics: Name -> value.
+            step: Training step (None: 0).
+        """
         import time
 
         from mlflow.entities import Metric
@@ -151,6 +127,11 @@ class MLflowTracker:
             _retry(self.client.log_batch, self.run_id, metrics=items[i:i + 500])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags (values as strings, truncated to 5000 characters).
+
+        Args:
+            tags: Name -> value.
+        """
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
@@ -158,12 +139,25 @@ class MLflowTracker:
             _retry(self.client.log_batch, self.run_id, tags=items)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Upload a file to the run's artifacts.
+
+        Args:
+            path: The file.
+            artifact_path: Folder within the artifacts (None: the root).
+        """
         _retry(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def log_table(self, df: Any, name: str, files: tuple[Path, ...] | None = None, header: str | None = None,
                   artifact_path: str = "tables") -> None:
-        """The table as CSV + Markdown artifacts (``files`` when already written, else written here) and as
-        an MLflow table (``<artifact_path>/<name>.json``, shown in the UI's artifact/evaluation views)."""
+        """Log a table as CSV + Markdown artifacts and as an MLflow table (``<artifact_path>/<name>.json``).
+
+        Args:
+            df: The table (pandas DataFrame).
+            name: Its file stem.
+            files: Already written files to upload (None: written here to a temporary folder).
+            header: Text above the Markdown table when written here.
+            artifact_path: Artifact folder.
+        """
         if files is None:
             with tempfile.TemporaryDirectory() as tmp:
                 csv = Path(tmp) / f"{name}.csv"
@@ -181,6 +175,14 @@ class MLflowTracker:
         _retry(self.client.log_table, self.run_id, data=flat, artifact_file=f"{artifact_path}/{name}.json")
 
     def end(self, status: str = "FINISHED") -> None:
+        """Close the run (idempotent).
+
+        Args:
+            status: ``FINISHED``, ``FAILED`` or ``KILLED``.
+
+        Raises:
+            ValueError: Another status.
+        """
         if self._ended:
             return
         if status not in TERMINAL_STATUSES:

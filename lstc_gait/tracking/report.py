@@ -1,24 +1,30 @@
 """Sweep comparison tables built from MLflow runs.
 
 The same code serves the sweep callback (at the end of a multirun) and ``python -m lstc_gait.report``
-(any MLflow store, any time later): load the child runs of a sweep parent with ``mlflow.search_runs``
+(any MLflow store, any time later): load the child runs of a sweep parent through an MLflow client
 into pandas, reduce them to one row per job with the swept settings and the headline metrics, then
 write CSV, Markdown and a PNG plot.
 
+A job's overrides come from its structured tag ``lstc_gait.overrides_json`` (a JSON object
+override key -> value, written by the training job); nothing here parses override strings.
 ``mlflow`` and ``matplotlib`` are imported lazily: this module is imported by the package's
-entry points and must stay cheap.
+entry points and must stay cheap. MLflow is reached through an explicit client
+(:func:`lstc_gait.tracking.store.open_store`), never through its process-wide tracking URI.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from lstc_gait.tracking.names import BRANCH_CONFIG_WORDS, BRANCHES, branch_choice_in_words, branches_in_words
+from lstc_gait.tracking.store import call_with_retry
+from lstc_gait.utils.fileio import atomic_output, atomic_write_text
 
 # Tag names written by the sweep callback on the parent run.
 PARENT_ROLE_TAG = "lstc_gait.sweep_role"
@@ -26,93 +32,35 @@ PARENT_ROLE_VALUE = "parent"
 SWEEP_DIR_TAG = "lstc_gait.sweep_dir"
 SWEEP_OVERRIDES_TAG = "lstc_gait.sweep_overrides"
 
-BRANCHES = ("temporal", "spatial", "joint")
-# Config names of the nested model/branches group in the order the docs list them.
-BRANCH_CONFIG_WORDS = {
-    "all": "temporal+spatial+joint",
-    "temporal": "temporal",
-    "spatial": "spatial",
-    "joint": "joint",
-    "temporal_spatial": "temporal+spatial",
-    "temporal_joint": "temporal+joint",
-    "spatial_joint": "spatial+joint",
-}
-
 # Headline rank-1 metrics of the CASIA-B protocol, as logged by the trainer.
 CONDITIONS = ("NM", "BG", "CL")
 HEADLINE = "mean rank-1"
 
-# Tags that may hold a job's overrides (first match wins); the run name is the last resort because
-# the platform names each run after its overrides.
-_OVERRIDE_TAGS = ("tags.lstc_gait.overrides", "tags.overrides", "tags.hydra.overrides", "tags.mlflow.runName")
+# The structured tag holding a job's overrides: a JSON object {override key: value text}.
+OVERRIDES_TAG = "lstc_gait.overrides_json"
 _BRANCH_TAGS = ("tags.lstc_gait.branches", "tags.branches", "tags.model.branches")
 _JOB_NUM_TAGS = ("tags.lstc_gait.job_num", "tags.job_num", "tags.hydra.job.num")
 _RUN_DIR_TAGS = ("tags.lstc_gait.run_dir",)
 _BRANCH_OVERRIDE_KEYS = ("model/branches", "model.branches", "branches")
 
 
-def branches_in_words(use_temporal: bool, use_spatial: bool, use_joint: bool) -> str:
-    """``temporal+spatial+joint`` style name of a branch setting ("none" when all are off)."""
-    on = [name for name, flag in zip(BRANCHES, (use_temporal, use_spatial, use_joint)) if flag]
-    return "+".join(on) if on else "none"
+def overrides_of(row: pd.Series) -> dict[str, str]:
+    """A job's overrides from its structured tag.
 
+    Args:
+        row: One run of ``search_runs`` output (``tags.lstc_gait.overrides_json`` holds a JSON object).
 
-def branch_choice_in_words(choice: str) -> str:
-    """Words for a ``model/branches`` config name (``temporal_spatial`` -> ``temporal+spatial``)."""
-    choice = str(choice).strip()
-    if choice in BRANCH_CONFIG_WORDS:
-        return BRANCH_CONFIG_WORDS[choice]
-    return choice.replace("_", "+")
-
-
-def split_overrides(text: str) -> list[str]:
-    """Split a job's override string into single overrides.
-
-    Accepts a JSON list, or a comma/space separated string; commas inside brackets, braces or quotes
-    (list values such as ``kernels=[3,5]``) do not split.
+    Returns:
+        Override key -> value text ({} when the run has no such tag or it is not a JSON object).
     """
-    text = (text or "").strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        try:
-            items = json.loads(text)
-        except ValueError:
-            items = None
-        if isinstance(items, list):
-            return [str(x).strip() for x in items if str(x).strip()]
-    parts: list[str] = []
-    depth, quote, current = 0, "", []
-    for ch in text:
-        if quote:
-            current.append(ch)
-            if ch == quote:
-                quote = ""
-            continue
-        if ch in "'\"":
-            quote = ch
-        elif ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth = max(0, depth - 1)
-        elif ch in ", " and depth == 0:
-            if current:
-                parts.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    if current:
-        parts.append("".join(current))
-    return [p.strip() for p in parts if "=" in p]
-
-
-def parse_overrides(text: str) -> dict[str, str]:
-    """``"a=1,b/c=x"`` -> ``{"a": "1", "b/c": "x"}``; Hydra prefixes (``+``, ``++``, ``~``) dropped."""
-    out: dict[str, str] = {}
-    for item in split_overrides(text):
-        key, _, value = item.partition("=")
-        out[key.strip().lstrip("+~")] = value.strip()
-    return out
+    raw = row.get(f"tags.{OVERRIDES_TAG}") if f"tags.{OVERRIDES_TAG}" in row.index else None
+    if raw is None or (isinstance(raw, float) and pd.isna(raw)) or not str(raw).strip():
+        return {}
+    try:
+        value = json.loads(str(raw))
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _first_present(row: pd.Series, columns: Sequence[str]) -> Any:
@@ -158,7 +106,7 @@ def build_comparison(runs: pd.DataFrame, swept: Sequence[str] | None = None) -> 
     """One row per job of a sweep: its swept settings, status, NM/BG/CL rank-1, mAP and the headline
     (mean of the NM/BG/CL rank-1; the rank-1 itself for single-probe-set protocols such as OU-MVLP).
 
-    ``runs`` is what ``mlflow.search_runs`` returns for the children of one sweep parent.
+    ``runs`` is what :func:`load_child_runs` returns for the children of one sweep parent.
     ``swept`` names the override keys to show; by default the keys whose value differs between jobs
     (all override keys when there is a single job). A ``model/branches`` setting is shown in words,
     e.g. ``temporal+spatial``. Rows keep job order (job number, else start time).
@@ -168,7 +116,7 @@ def build_comparison(runs: pd.DataFrame, swept: Sequence[str] | None = None) -> 
     runs = runs.reset_index(drop=True)
     per_run = []
     for _, row in runs.iterrows():
-        overrides = parse_overrides(str(_first_present(row, _OVERRIDE_TAGS) or ""))
+        overrides = overrides_of(row)
         words = _first_present(row, _BRANCH_TAGS)
         per_run.append((overrides, words))
 
@@ -250,25 +198,13 @@ def format_markdown(table: pd.DataFrame, title: str | None = None, digits: int =
     return (f"**{title}**\n\n{body}\n" if title else f"{body}\n")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_comparison(table: pd.DataFrame, out_dir: str | os.PathLike, stem: str = "comparison",
                      title: str | None = None) -> tuple[Path, Path]:
     """Write ``<stem>.csv`` and ``<stem>.md`` atomically; returns both paths."""
     out = Path(out_dir)
     csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
-    _atomic_write_text(csv_path, table.to_csv(index=False))
-    _atomic_write_text(md_path, format_markdown(table, title))
+    atomic_write_text(csv_path, table.to_csv(index=False))
+    atomic_write_text(md_path, format_markdown(table, title))
     return csv_path, md_path
 
 
@@ -299,59 +235,101 @@ def plot_comparison(table: pd.DataFrame, path: str | os.PathLike, metric: str = 
     ax.set_title(title or f"{metric} per setting (red: failed run)", fontsize=10)
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out)
+        with atomic_output(out) as tmp, open(tmp, "wb") as fh:
+            fig.savefig(fh, dpi=110, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return out
 
 
 # --------------------------------------------------------------------------------------------- MLflow side
 
 
-def load_child_runs(parent_run_id: str, experiment_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    """All child runs (any status) of a parent run, via ``mlflow.search_runs`` (current tracking URI)."""
-    import mlflow
-    from mlflow.entities import ViewType
+def runs_frame(runs: Iterable[Any]) -> pd.DataFrame:
+    """MLflow runs as one row each: ``run_id``, ``experiment_id``, ``status``, ``start_time``,
+    ``end_time``, ``params.*``, ``metrics.*`` (latest values) and ``tags.*`` columns.
 
-    from lstc_gait.tracking.sweep import call_with_retry
+    Args:
+        runs: ``mlflow.entities.Run`` objects.
 
-    if experiment_ids is None:
-        parent = call_with_retry(mlflow.MlflowClient().get_run, parent_run_id)
-        experiment_ids = [parent.info.experiment_id]
-    return call_with_retry(
-        mlflow.search_runs,
-        experiment_ids=list(experiment_ids),
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-        run_view_type=ViewType.ACTIVE_ONLY,
-        output_format="pandas",
-    )
-
-
-def find_parent_run(experiment_name: str | None = None, parent_run_id: str | None = None) -> dict[str, str]:
-    """Locate a sweep parent: the given run id, else the latest parent in ``experiment_name``, else the
-    latest parent in the whole store. A parent is a run tagged by the sweep callback or, for sweeps
-    recorded by other tools, any run that other runs name as ``mlflow.parentRunId``.
-
-    Returns ``{"run_id", "experiment_id", "experiment_name", "run_name"}``; raises ``LookupError``
-    with a message naming what was searched when nothing matches.
+    Returns:
+        The frame (no rows and only the fixed columns when ``runs`` is empty).
     """
-    import mlflow
+    records = []
+    for run in runs:
+        rec: dict[str, Any] = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                               "status": run.info.status,
+                               "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+                               "end_time": (pd.to_datetime(run.info.end_time, unit="ms", utc=True)
+                                            if run.info.end_time else None)}
+        rec.update({f"params.{k}": v for k, v in run.data.params.items()})
+        rec.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+        rec.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+        records.append(rec)
+    columns = ["run_id", "experiment_id", "status", "start_time", "end_time"]
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=columns)
+
+
+def _search_all(client: Any, experiment_ids: list[str], filter_string: str = "",
+                order_by: list[str] | None = None, max_results: int | None = None) -> list[Any]:
     from mlflow.entities import ViewType
 
-    from lstc_gait.tracking.sweep import call_with_retry
+    found: list[Any] = []
+    token = None
+    while True:
+        page = call_with_retry(client.search_runs, experiment_ids, filter_string, ViewType.ACTIVE_ONLY,
+                               max_results=min(1000, max_results or 1000), order_by=order_by, page_token=token)
+        found.extend(page)
+        token = getattr(page, "token", None)
+        if not token or (max_results is not None and len(found) >= max_results):
+            return found[:max_results] if max_results is not None else found
 
-    client = mlflow.MlflowClient()
+
+def load_child_runs(client: Any, parent_run_id: str, experiment_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """All child runs (any status) of a sweep parent run.
+
+    Args:
+        client: An ``mlflow.MlflowClient`` of the store (:func:`lstc_gait.tracking.store.open_store`).
+        parent_run_id: The parent run.
+        experiment_ids: Experiments to search (None: the parent's).
+
+    Returns:
+        :func:`runs_frame` of the children.
+    """
+    if experiment_ids is None:
+        experiment_ids = [call_with_retry(client.get_run, parent_run_id).info.experiment_id]
+    runs = _search_all(client, list(experiment_ids), f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return runs_frame(runs)
+
+
+def find_parent_run(client: Any, experiment_name: str | None = None,
+                    parent_run_id: str | None = None) -> dict[str, str]:
+    """Locate a sweep parent run.
+
+    The given run id, else the latest parent in ``experiment_name``, else the latest parent in the
+    whole store. A parent is a run tagged by the sweep callback or, for sweeps recorded by other
+    tools, any run that other runs name as ``mlflow.parentRunId``.
+
+    Args:
+        client: An ``mlflow.MlflowClient`` of the store.
+        experiment_name: Experiment to search (None: all).
+        parent_run_id: The parent's id, when known.
+
+    Returns:
+        ``{"run_id", "experiment_id", "experiment_name", "run_name"}``.
+
+    Raises:
+        LookupError: Nothing matches (the message names what was searched).
+    """
+    from mlflow.entities import ViewType
+
+    uri = client.tracking_uri
     if parent_run_id:
         try:
             run = call_with_retry(client.get_run, parent_run_id)
         except Exception as exc:  # MlflowException: RESOURCE_DOES_NOT_EXIST
-            raise LookupError(f"no run with id {parent_run_id!r} in {mlflow.get_tracking_uri()}") from exc
+            raise LookupError(f"no run with id {parent_run_id!r} in {uri}") from exc
         exp = call_with_retry(client.get_experiment, run.info.experiment_id)
         return {"run_id": run.info.run_id, "experiment_id": exp.experiment_id, "experiment_name": exp.name,
                 "run_name": run.info.run_name or ""}
@@ -359,41 +337,45 @@ def find_parent_run(experiment_name: str | None = None, parent_run_id: str | Non
     if experiment_name:
         exp = call_with_retry(client.get_experiment_by_name, experiment_name)
         if exp is None:
-            raise LookupError(f"no MLflow experiment named {experiment_name!r} in {mlflow.get_tracking_uri()}")
+            raise LookupError(f"no MLflow experiment named {experiment_name!r} in {uri}")
         experiments = [exp]
     else:
         experiments = call_with_retry(client.search_experiments, view_type=ViewType.ACTIVE_ONLY)
     exp_ids = [e.experiment_id for e in experiments]
     names = {e.experiment_id: e.name for e in experiments}
     if not exp_ids:
-        raise LookupError(f"the MLflow store {mlflow.get_tracking_uri()} has no experiments")
+        raise LookupError(f"the MLflow store {uri} has no experiments")
 
-    tagged = call_with_retry(
-        mlflow.search_runs, experiment_ids=exp_ids, run_view_type=ViewType.ACTIVE_ONLY,
-        filter_string=f"tags.`{PARENT_ROLE_TAG}` = '{PARENT_ROLE_VALUE}'",
-        order_by=["attributes.start_time DESC"], max_results=1, output_format="pandas",
-    )
-    if len(tagged):
-        row = tagged.iloc[0]
+    tagged = _search_all(client, exp_ids, f"tags.`{PARENT_ROLE_TAG}` = '{PARENT_ROLE_VALUE}'",
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    if tagged:
+        run = tagged[0]
     else:
         # Sweeps recorded without this platform's callback: the newest run that has children.
-        runs = call_with_retry(mlflow.search_runs, experiment_ids=exp_ids, run_view_type=ViewType.ACTIVE_ONLY,
-                               output_format="pandas")
-        col = "tags.mlflow.parentRunId"
-        if col not in runs.columns or runs[col].dropna().empty:
+        runs = _search_all(client, exp_ids)
+        parent_ids = {r.data.tags.get("mlflow.parentRunId") for r in runs} - {None}
+        if not parent_ids:
             where = f"experiment {experiment_name!r}" if experiment_name else "any experiment"
-            raise LookupError(f"no sweep (parent run with child runs) in {where} of {mlflow.get_tracking_uri()}")
-        parents = runs[runs["run_id"].isin(set(runs[col].dropna()))].sort_values("start_time", ascending=False)
-        if parents.empty:
-            raise LookupError(f"child runs in {mlflow.get_tracking_uri()} name parents that no longer exist")
-        row = parents.iloc[0]
-    return {"run_id": row["run_id"], "experiment_id": row["experiment_id"],
-            "experiment_name": names.get(row["experiment_id"], ""),
-            "run_name": str(row.get("tags.mlflow.runName") or "")}
+            raise LookupError(f"no sweep (parent run with child runs) in {where} of {uri}")
+        parents = sorted((r for r in runs if r.info.run_id in parent_ids), key=lambda r: r.info.start_time,
+                         reverse=True)
+        if not parents:
+            raise LookupError(f"child runs in {uri} name parents that no longer exist")
+        run = parents[0]
+    return {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+            "experiment_name": names.get(run.info.experiment_id, ""),
+            "run_name": str(run.data.tags.get("mlflow.runName") or run.info.run_name or "")}
 
 
 def sweep_swept_keys(parent_tags: dict[str, str]) -> list[str] | None:
-    """Swept override keys recorded on a parent by the sweep callback (None if not recorded)."""
+    """Swept override keys recorded on a parent by the sweep callback.
+
+    Args:
+        parent_tags: The parent run's tags.
+
+    Returns:
+        The keys, or None when not recorded.
+    """
     raw = parent_tags.get(SWEEP_OVERRIDES_TAG)
     if not raw:
         return None
@@ -402,3 +384,10 @@ def sweep_swept_keys(parent_tags: dict[str, str]) -> list[str] | None:
     except ValueError:
         return None
     return [str(k) for k in keys] if isinstance(keys, list) else None
+
+
+__all__ = ["BRANCHES", "BRANCH_CONFIG_WORDS", "CONDITIONS", "HEADLINE", "OVERRIDES_TAG", "PARENT_ROLE_TAG",
+           "PARENT_ROLE_VALUE", "SWEEP_DIR_TAG", "SWEEP_OVERRIDES_TAG", "branch_choice_in_words",
+           "branches_in_words", "build_comparison", "find_parent_run", "format_markdown", "load_child_runs",
+           "overrides_of", "plot_comparison", "runs_frame", "setting_labels", "sweep_swept_keys",
+           "write_comparison"]

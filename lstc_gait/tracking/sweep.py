@@ -17,71 +17,35 @@ import atexit
 import json
 import logging
 import os
-import random
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from lstc_gait.tracking.store import DEFAULT_EXPERIMENT, call_with_retry, open_store, resolve_tracking_uri
+from lstc_gait.utils.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 PARENT_FILE = ".mlflow_parent_run"
 ENV_PARENT_RUN_ID = "LSTC_GAIT_SWEEP_PARENT_RUN_ID"
 ENV_SWEEP_DIR = "LSTC_GAIT_SWEEP_DIR"
-DEFAULT_EXPERIMENT = "lstc_gait"
-
-T = TypeVar("T")
-
-_TRANSIENT = ("database is locked", "database table is locked", "sqlite_busy", "could not obtain lock")
-
-
-def _is_transient(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__}: {exc}".lower()
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None:
-        text += f" {cause}".lower()
-    return any(t in text for t in _TRANSIENT)
-
-
-def call_with_retry(fn: Callable[..., T], *args: Any, attempts: int = 12, base_delay: float = 0.05,
-                    max_delay: float = 2.0, **kwargs: Any) -> T:
-    """Call an MLflow client function, retrying with jittered exponential backoff while SQLite reports
-    that the database is locked (several sweep jobs writing one store at once). Other errors, and the
-    last lock error, propagate unchanged."""
-    for attempt in range(attempts):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if attempt == attempts - 1 or not _is_transient(exc):
-                raise
-            delay = min(max_delay, base_delay * 2 ** attempt) * (0.5 + random.random())
-            log.debug("MLflow store busy (%s); retry %d in %.2fs", exc, attempt + 1, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
 def _same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return os.path.realpath(os.path.abspath(a)) == os.path.realpath(os.path.abspath(b))
 
 
 def write_parent_run_id(sweep_dir: str | os.PathLike, run_id: str) -> Path:
-    """Atomically record the parent run id in the sweep dir (readers never see a partial file)."""
-    directory = Path(sweep_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / PARENT_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{PARENT_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(run_id + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Atomically record the parent run id in the sweep dir (readers never see a partial file).
+
+    Args:
+        sweep_dir: The multirun's sweep folder.
+        run_id: The parent run's id.
+
+    Returns:
+        The file written.
+    """
+    return atomic_write_text(Path(sweep_dir) / PARENT_FILE, run_id + "\n")
 
 
 def parent_run_id(sweep_dir: str | os.PathLike | None) -> str | None:
@@ -112,14 +76,6 @@ def parent_run_id(sweep_dir: str | os.PathLike | None) -> str | None:
 # ------------------------------------------------------------------------------------------ config access
 
 
-def resolve_tracking_uri(uri: str | None, output_dir: str | os.PathLike = "outputs") -> str:
-    """The tracking URI a job uses: the configured one, else ``$MLFLOW_TRACKING_URI``, else the
-    platform default under ``output_dir`` (the platform tracker's own rule, so both always agree)."""
-    from lstc_gait.tracking.mlflow import resolve_tracking_uri as platform_rule
-
-    return str(platform_rule(uri, output_dir))
-
-
 def tracking_settings(config: DictConfig) -> tuple[bool, str, str, str | None]:
     """(enabled, tracking URI, experiment name, artifact location) exactly as this config's jobs resolve them."""
     node = OmegaConf.select(config, "tracking", default=None)
@@ -134,14 +90,6 @@ def tracking_settings(config: DictConfig) -> tuple[bool, str, str, str | None]:
             or OmegaConf.select(node, "experiment_name", default=None) or DEFAULT_EXPERIMENT)
     location = OmegaConf.select(node, "artifact_location", default=None)
     return bool(enabled), uri, str(name), location
-
-
-def ensure_sqlite_parent_dir(uri: str) -> None:
-    """SQLite cannot create the folder holding its file; make it (relative paths: cwd)."""
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):]
-        if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
 def swept_keys(config: DictConfig) -> list[str]:
@@ -173,16 +121,20 @@ class SweepParentCallback(Callback):
 
     # Hydra calls this in the launching process, before the launcher starts any job.
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Open the sweep's parent run before any job starts (launching process).
+
+        Args:
+            config: The sweep's composed config (with ``hydra``).
+            **kwargs: Hydra's extra arguments.
+        """
         enabled, uri, experiment, artifact_location = tracking_settings(config)
         sweep_dir = str(OmegaConf.select(config, "hydra.sweep.dir", default="multirun"))
         if not enabled:
             log.info("tracking disabled: no MLflow parent run for this sweep")
             return
-        import mlflow
-
-        ensure_sqlite_parent_dir(uri)
-        client = mlflow.MlflowClient(tracking_uri=uri)
-        exp_id = _ensure_experiment(client, experiment, artifact_location)
+        store = open_store(uri)
+        client = store.client
+        exp_id = store.experiment(experiment, artifact_location)
         keys = swept_keys(config)
         task = [str(o) for o in (OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])]
         tags = {
@@ -208,6 +160,12 @@ class SweepParentCallback(Callback):
         log.info("MLflow sweep parent run %s (%s, experiment %s)", run_id, uri, experiment)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Write the comparison to the parent run and close it.
+
+        Args:
+            config: The sweep's composed config.
+            **kwargs: Hydra's extra arguments.
+        """
         self._finalize()
 
     # Hydra calls this in the job's own process after the task returned or raised.
@@ -245,19 +203,10 @@ class SweepParentCallback(Callback):
                 os.environ.pop(ENV_SWEEP_DIR, None)
 
 
-def _ensure_experiment(client: Any, name: str, artifact_location: str | None = None) -> str:
-    """Experiment id for ``name``, created if missing, with the platform tracker's artifact rule."""
-    from lstc_gait.tracking.mlflow import ensure_experiment
-
-    return str(ensure_experiment(client, name, artifact_location))
-
-
 def record_failed_job(uri: str, parent: str, config: DictConfig, error: BaseException | None) -> str | None:
     """Create a FAILED child run for a job whose own run does not exist (matched by run dir tag).
     Returns the new run id, or None when the job had opened its run."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = open_store(uri).client
     run_dir = os.path.abspath(str(OmegaConf.select(config, "hydra.runtime.output_dir", default="") or ""))
     parent_run = call_with_retry(client.get_run, parent)
     exp_id = parent_run.info.experiment_id
@@ -266,7 +215,11 @@ def record_failed_job(uri: str, parent: str, config: DictConfig, error: BaseExce
     if found:
         return None
     overrides = [str(o) for o in (OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])]
-    tags = {"mlflow.parentRunId": parent, "lstc_gait.overrides": " ".join(overrides), "lstc_gait.run_dir": run_dir,
+    from lstc_gait.tracking.report import OVERRIDES_TAG
+
+    as_dict = {o.partition("=")[0].strip().lstrip("+~"): o.partition("=")[2].strip() for o in overrides}
+    tags = {"mlflow.parentRunId": parent, "lstc_gait.overrides": " ".join(overrides),
+            OVERRIDES_TAG: json.dumps(as_dict), "lstc_gait.run_dir": run_dir,
             "lstc_gait.error": (f"{type(error).__name__}: {error}" if error is not None else "unknown")[:5000]}
     run = call_with_retry(client.create_run, exp_id, run_name=",".join(overrides)[:250] or "job", tags=tags)
     call_with_retry(client.set_terminated, run.info.run_id, "FAILED")
@@ -281,18 +234,11 @@ def finalize_parent(uri: str, run_id: str, sweep_dir: str | os.PathLike, swept: 
     Children still RUNNING here belong to jobs that died without closing their run (the launcher has
     returned), so they are marked FAILED first. Returns a summary dict (counts and file paths).
     """
-    import mlflow
-
     from lstc_gait.tracking import report
 
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = open_store(uri).client
     parent = call_with_retry(client.get_run, run_id)
-    previous_uri = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        children = report.load_child_runs(run_id, [parent.info.experiment_id])
-    finally:
-        mlflow.set_tracking_uri(previous_uri)
+    children = report.load_child_runs(client, run_id, [parent.info.experiment_id])
     if len(children):
         stale = children["status"].isin(["RUNNING", "SCHEDULED"])
         for child_id in children.loc[stale, "run_id"]:
@@ -325,3 +271,8 @@ def finalize_parent(uri: str, run_id: str, sweep_dir: str | os.PathLike, swept: 
     print(report.format_markdown(table, title), flush=True)
     return {"jobs": len(table), "failed": n_failed, "status": status, "csv": csv_path, "md": md_path,
             "png": png}
+
+
+__all__ = ["ENV_PARENT_RUN_ID", "ENV_SWEEP_DIR", "PARENT_FILE", "SweepParentCallback", "call_with_retry",
+           "finalize_parent", "parent_run_id", "record_failed_job", "resolve_tracking_uri", "swept_keys",
+           "tracking_settings", "write_parent_run_id"]

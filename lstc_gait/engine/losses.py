@@ -10,7 +10,20 @@ DISTANCES = ("euclidean", "sqeuclidean", "cosine")
 
 
 def pairwise_distance(x: Tensor, y: Tensor, kind: str = "euclidean") -> Tensor:
-    """(N, M) distances between the rows of x (N, D) and y (M, D), in float32."""
+    """Differentiable pairwise distances for the training losses (evaluation uses
+    :func:`lstc_gait.evaluation.metrics.pairwise_distance`, a bit-stable chunked search instead).
+
+    Args:
+        x: float (N, D).
+        y: float (M, D).
+        kind: ``euclidean``, ``sqeuclidean`` or ``cosine`` (1 - cosine similarity).
+
+    Returns:
+        float32 (N, M).
+
+    Raises:
+        ValueError: Unknown ``kind``.
+    """
     x, y = x.float(), y.float()
     if kind == "cosine":
         return 1.0 - F.normalize(x, dim=1) @ F.normalize(y, dim=1).t()
@@ -41,6 +54,15 @@ class BatchHardTripletLoss(nn.Module):
         self.distance = distance
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The batch-hard triplet loss (Hermans et al. 2017).
+
+        Args:
+            embeddings: float (N, D) (or (N, ...), flattened by the distance).
+            labels: int64 (N,) identities.
+
+        Returns:
+            Scalar loss (zero, still differentiable, when no anchor has both a positive and a negative).
+        """
         dist = pairwise_distance(embeddings, embeddings, self.distance)
         same = labels[:, None] == labels[None, :]
         eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
@@ -75,6 +97,19 @@ class GaitLoss(nn.Module):
         self.triplet = BatchHardTripletLoss(margin, distance)
 
     def forward(self, outputs: dict[str, Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The weighted loss of one batch.
+
+        Args:
+            outputs: The model's dict: ``logits`` float (N, classes) (BNNeck, Luo et al. 2019) and
+                ``embedding`` float (N, D).
+            labels: int64 (N,) class indices.
+
+        Returns:
+            (total scalar loss, detached terms ``{"ce", "triplet"}`` for logging).
+
+        Raises:
+            ValueError: ``ce_weight > 0`` but the model has no classifier.
+        """
         parts: dict[str, Tensor] = {}
         total: Tensor | None = None
         if self.ce_weight > 0:

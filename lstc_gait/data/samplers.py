@@ -19,7 +19,24 @@ _SEED_MAX = 2**31 - 1
 
 
 class BatchSampler:
-    """Base class: subclasses define ``_epoch_positions(rng) -> (num_batches, batch_size)`` positions."""
+    """Base class of the batch samplers: global batches of p x k training positions, sharded over ranks.
+
+    Subclasses define ``_epoch_positions(rng) -> int (num_batches, p * k)`` positions. Every rank draws
+    the same global batches from ``(seed, epoch)`` and takes its contiguous share, so DDP with W
+    processes sees exactly the batches of one process.
+
+    Args:
+        labels: int (N,) class of each training position.
+        p: Identities per global batch.
+        k: Sequences per identity.
+        seed: Sampling seed.
+        rank: This process's rank.
+        world_size: Processes sharing each global batch.
+        views: (N,) view label of each position (for the multi-view sampler).
+
+    Raises:
+        ValueError: Bad p, k, rank or labels, or p * k not divisible by ``world_size``.
+    """
 
     def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, views: Sequence[str] | None = None) -> None:
@@ -70,6 +87,14 @@ class BatchSampler:
         return batches
 
     def num_batches(self, epoch: int) -> int:
+        """Global batches in ``epoch``.
+
+        Args:
+            epoch: The epoch.
+
+        Returns:
+            The count.
+        """
         return len(self.global_batches(epoch))
 
     def __len__(self) -> int:
@@ -95,9 +120,19 @@ class BatchSampler:
             yield [(int(pos), int(s)) for pos, s in batch[lo:lo + self.local_batch_size]]
 
     def state_dict(self) -> dict[str, int]:
+        """The sampler's position.
+
+        Returns:
+            ``{"epoch", "start", "seed"}``.
+        """
         return {"epoch": self.epoch, "start": self.start, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at a saved position.
+
+        Args:
+            state: From :meth:`state_dict`.
+        """
         self.set_epoch(state["epoch"], state.get("start", 0))
 
     # ------------------------------------------------------------------ helpers
@@ -127,7 +162,8 @@ class RandomSampler(BatchSampler):
 
 
 class PKSampler(BatchSampler):
-    """p identities x k sequences per batch; an epoch visits every identity once (n_ids // p batches)."""
+    """p identities x k sequences per batch (the PK sampling of batch-hard triplet training, Hermans et al.
+    2017); an epoch visits every identity once (n_ids // p batches)."""
 
     def _sequences(self, rng: np.random.Generator, identity: int) -> np.ndarray:
         return self._take(rng, self.by_identity[identity], self.k)

@@ -14,6 +14,18 @@ def sample_frame_indices(num_available: int, num_frames: int, mode: str, rng: np
     walked cyclically from a random start (gait is periodic, so repeating the walk is the least
     distorting way to fill it). ``random``: unordered frames from shuffled passes over the
     sequence (distinct frames when there are enough).
+
+    Args:
+        num_available: Frames in the sequence (>= 1).
+        num_frames: Frames the clip takes (>= 1).
+        mode: ``ordered`` or ``random``.
+        rng: The generator (the sampler's per-item seed makes the choice reproducible).
+
+    Returns:
+        int64 (num_frames,) frame indices.
+
+    Raises:
+        ValueError: An empty sequence, ``num_frames < 1`` or an unknown mode.
     """
     if num_available < 1:
         raise ValueError("cannot sample frames from an empty sequence")

@@ -1,0 +1,107 @@
+"""Model variants registered by name: ``model=<name>`` picks one, its keyword arguments come from the config.
+
+A variant is a named function ``(num_classes, **backbone_kwargs) -> GaitModel`` that fixes what makes
+the variant itself (today: the joint branch of the asymmetric block) and takes everything else from
+the ``model`` config node, whose defaults live once, in :class:`lstc_gait.config_schema.ModelConfig`.
+``conf/model/<name>.yaml`` then only says ``variant: <name>``. Register a new variant with::
+
+    @register_model("my_variant")
+    def my_variant(num_classes: int = 0, **kwargs) -> GaitModel:
+        return build_gait_model(num_classes, **{**kwargs, "joint_type": "lstc"})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .heads import GaitModel, build_gait_model
+
+ModelBuilder = Callable[..., GaitModel]
+_VARIANTS: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering a model builder under ``name``.
+
+    Args:
+        name: The variant's name, as used by ``model.variant`` (and the ``conf/model/<name>.yaml`` option).
+
+    Returns:
+        The decorator; it returns the function unchanged.
+
+    Raises:
+        ValueError: ``name`` is already registered to another function.
+    """
+
+    def decorator(fn: ModelBuilder) -> ModelBuilder:
+        if name in _VARIANTS and _VARIANTS[name] is not fn:
+            raise ValueError(f"model variant {name!r} is already registered")
+        _VARIANTS[name] = fn
+        return fn
+
+    return decorator
+
+
+def model_names() -> tuple[str, ...]:
+    """Names of the registered variants, sorted.
+
+    Returns:
+        The names.
+    """
+    return tuple(sorted(_VARIANTS))
+
+
+def build_model(variant: str = "lstc", num_classes: int = 0, **kwargs: Any) -> GaitModel:
+    """Hydra ``_target_`` of the ``model`` node: build the named variant.
+
+    Args:
+        variant: A registered name (:func:`model_names`).
+        num_classes: Training identities for the BNNeck classifier (0: embedding only).
+        **kwargs: ``LSTCBackbone`` keyword arguments (the rest of the ``model`` node).
+
+    Returns:
+        The model, in training mode.
+
+    Raises:
+        ValueError: ``variant`` is not registered, or the arguments describe an invalid model.
+    """
+    if variant not in _VARIANTS:
+        raise ValueError(f"model.variant={variant!r} is not one of: {', '.join(model_names())}")
+    return _VARIANTS[variant](int(num_classes), **kwargs)
+
+
+def _with_joint(kwargs: dict[str, Any], default: str) -> dict[str, Any]:
+    joint = kwargs.pop("joint_type", None)
+    return {**kwargs, "joint_type": joint or default}
+
+
+@register_model("lstc")
+def lstc(num_classes: int = 0, **kwargs: Any) -> GaitModel:
+    """LSTC: the asymmetric block's joint branch is the stripe-local depthwise 3D conv + pointwise mix.
+
+    Args:
+        num_classes: Training identities for the BNNeck classifier (0: embedding only).
+        **kwargs: Other ``LSTCBackbone`` keyword arguments; ``joint_type`` defaults to ``"lstc"``.
+
+    Returns:
+        The model.
+    """
+    return build_gait_model(num_classes, **_with_joint(dict(kwargs), "lstc"))
+
+
+@register_model("dynamic")
+def dynamic(num_classes: int = 0, **kwargs: Any) -> GaitModel:
+    """Dynamic: the joint branch is an expert-gated dynamic 3D conv (experts mixed per sample).
+
+    Args:
+        num_classes: Training identities for the BNNeck classifier (0: embedding only).
+        **kwargs: Other ``LSTCBackbone`` keyword arguments; ``joint_type`` defaults to ``"dynamic"``.
+
+    Returns:
+        The model.
+    """
+    return build_gait_model(num_classes, **_with_joint(dict(kwargs), "dynamic"))
+
+
+__all__ = ["build_model", "model_names", "register_model"]

@@ -1,0 +1,354 @@
+"""Training job: compose -> validate -> data -> model -> trainer -> evaluation -> tracking.
+
+:func:`launch` runs one job (single process, spawned DDP processes for ``trainer=ddp``, or this rank
+of a torchrun job); :func:`run` trains one process's share. Process-wide settings (threads,
+deterministic kernels, allocator) are applied by the callers that own the process
+(:func:`lstc_gait.engine.runtime.configure_process`), never here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lstc_gait.engine import checkpoint as ckpt_io
+from lstc_gait.engine import distributed as dist_utils
+from lstc_gait.engine.device import resolve_device
+from lstc_gait.engine.distributed import DistInfo
+from lstc_gait.engine.runtime import (
+    amp_dtype,
+    autocast_factory,
+    configure_process,
+    make_scaler,
+    seed_everything,
+)
+from lstc_gait.engine.trainer import FitResult, Trainer, TrainSettings
+from lstc_gait.errors import UserError
+from lstc_gait.utils.fileio import atomic_write_text
+from lstc_gait.utils.paths import resolve_path
+
+log = logging.getLogger("lstc_gait.train")
+
+# Overrides that only say where things go: left out of the run name (they stay in the tags).
+_NAME_EXCLUDE = ("hydra.", "tracking.", "paths.", "resume", "trainer.progress")
+
+
+class RunConfigError(UserError, ValueError):
+    """A training config that cannot run (checked before anything expensive starts)."""
+
+
+@dataclass
+class JobInfo:
+    """What the Hydra job knows and the library does not.
+
+    Attributes:
+        overrides: The job's command-line overrides (``key=value`` strings, as Hydra gives them).
+        choices: Config group -> chosen option (``model`` -> ``dynamic``).
+        parent_run_id: The MLflow sweep parent of a multirun job, else None.
+    """
+
+    overrides: list[str] = field(default_factory=list)
+    choices: dict[str, str] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+    @property
+    def run_name(self) -> str:
+        """The MLflow run name: the overrides that change the result, comma-joined (``default`` if none)."""
+        kept = [o for o in self.overrides if not o.lstrip("+~").startswith(_NAME_EXCLUDE)]
+        return ",".join(kept) if kept else "default"
+
+    def override_dict(self) -> dict[str, str]:
+        """The overrides as a dict (Hydra's ``+``/``++``/``~`` prefixes dropped).
+
+        Returns:
+            Override key -> value text, in command-line order.
+        """
+        out: dict[str, str] = {}
+        for item in self.overrides:
+            key, _, value = item.partition("=")
+            out[key.strip().lstrip("+~")] = value.strip()
+        return out
+
+
+def validate_run_config(cfg: DictConfig) -> None:
+    """Check a composed training config before any data, model or tracking work starts.
+
+    The one place run settings are validated (choices, budgets, sizes); later checks belong here.
+
+    Args:
+        cfg: The composed training config.
+
+    Raises:
+        RunConfigError: Naming the first bad key.
+    """
+    from lstc_gait.config_schema import check_choices
+
+    try:
+        check_choices(cfg)
+    except ValueError as exc:
+        raise RunConfigError(str(exc)) from exc
+
+
+def build_tracker(cfg: DictConfig, job: JobInfo, run_dir: Path, run_id: str | None) -> Any:
+    """The run's tracker (``tracking=mlflow``: an MLflow run; ``tracking=none``: a NullTracker).
+
+    The tags record the overrides twice: ``lstc_gait.overrides`` (text, for people) and
+    ``lstc_gait.overrides_json`` (a JSON object key -> value, which the sweep report reads).
+
+    Args:
+        cfg: The composed config.
+        job: The Hydra job's overrides, choices and parent run.
+        run_dir: The run's folder.
+        run_id: An MLflow run to reopen (resume), else None.
+
+    Returns:
+        The tracker.
+    """
+    import json
+
+    import hydra.utils
+
+    from lstc_gait.tracking.names import branches_in_words
+
+    tags = {
+        "lstc_gait.overrides": " ".join(job.overrides),
+        "lstc_gait.overrides_json": json.dumps(job.override_dict()),
+        "lstc_gait.run_dir": str(run_dir.absolute()),
+        "branches": branches_in_words(*(bool(cfg.model.get(f"use_{n}", True))
+                                        for n in ("temporal", "spatial", "joint"))),
+        **{f"choice.{k}": v for k, v in job.choices.items()},
+    }
+    return hydra.utils.instantiate(cfg.tracking, run_name=job.run_name, parent_run_id=job.parent_run_id,
+                                   run_id=run_id, tags=tags, output_dir=str(resolve_path(cfg.paths.output_dir)))
+
+
+def run(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None, dist_info: DistInfo | None = None,
+        step_hook: Callable[[int], None] | None = None) -> FitResult:
+    """Train, evaluate and track this process's share of one job.
+
+    Args:
+        cfg: The composed training config.
+        run_dir: The run's folder (checkpoints, tables, resolved config).
+        job: The Hydra job's overrides, choices and parent run (None: none).
+        dist_info: This process's rank (None: one process).
+        step_hook: Called with the step number after every optimizer step (tests).
+
+    Returns:
+        Steps, time, throughput, test metrics and checkpoint paths.
+
+    Raises:
+        RunConfigError: Invalid settings.
+        CheckpointError: ``resume=`` names an unusable checkpoint or one of another model.
+    """
+    job = job or JobInfo()
+    dist_info = dist_info or DistInfo()
+    run_dir = Path(run_dir).absolute()
+    validate_run_config(cfg)
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.trainer.device, dist_info.local_rank)
+    seed_everything(int(cfg.seed))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+
+    resume_path = ckpt_io.resolve_resume(cfg.resume, run_dir)
+    resume = ckpt_io.read_training_state(resume_path) if resume_path is not None else None
+    if resume is not None:  # fail before any expensive work when the model config differs
+        ckpt_io.check_compatible(resume.config or {}, resolved, resume_path)
+
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tracker = build_tracker(cfg, job, run_dir, resume.state.get("mlflow_run_id") if resume else None)
+    else:
+        from lstc_gait.tracking import NullTracker
+
+        tracker = NullTracker()
+    status = "FAILED"
+    try:
+        tracker.log_params(resolved)
+        if dist_info.is_main:
+            config_path = atomic_write_text(run_dir / "config_resolved.yaml",
+                                            OmegaConf.to_yaml(OmegaConf.create(resolved)))
+            tracker.log_artifact(config_path, "config")
+        progress = bool(cfg.trainer.progress) and dist_info.is_main
+        result = _train(cfg, resolved, run_dir, dist_info, device, tracker, resume, step_hook, progress)
+        if dist_info.is_main:
+            for _, path in sorted(result.checkpoints.items()):
+                tracker.log_artifact(path, "checkpoints")
+            tracker.log_metrics({"time/total_s": time.perf_counter() - t_start,
+                                 "time/train_s": result.seconds,
+                                 "train/seq_per_s_avg": result.sequences_per_second}, step=result.step)
+        status = "FINISHED"
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end(status)
+
+
+def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, device: torch.device,
+           tracker: Any, resume: ckpt_io.Checkpoint | None, step_hook: Callable[[int], None] | None,
+           progress: bool) -> FitResult:
+    import hydra.utils
+    from torch.utils.data import DataLoader
+
+    from lstc_gait.data import TrainSequenceDataset
+    from lstc_gait.data.selection import effective_dataset_node, load_training_data
+    from lstc_gait.engine.ema import ModelEMA
+    from lstc_gait.engine.optim import param_groups
+    from lstc_gait.evaluation.evaluator import Evaluator, TestRows, TrainingEvaluation
+
+    tr = cfg.trainer
+    data = load_training_data(effective_dataset_node(resolved) or {}, resolve_path(cfg.paths.data_dir) or "outputs/data",
+                              is_main=dist_info.is_main, barrier=dist_utils.barrier, progress=progress)
+    ds = data.settings
+    train_set = TrainSequenceDataset(data.cache, data.train_rows, data.train_labels, num_frames=ds.num_frames,
+                                     sampling=ds.sampling, width=ds.width, augment=dataclasses.asdict(ds.augment))
+    sampler = hydra.utils.instantiate(cfg.sampler, labels=data.train_labels, views=data.train_views,
+                                      seed=int(cfg.seed), rank=dist_info.rank, world_size=dist_info.world_size)
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=int(tr.num_workers),
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+
+    model = hydra.utils.instantiate(cfg.model, num_classes=data.num_classes, _convert_="all")
+    if cfg.init_from:
+        from lstc_gait.compat import load_reference_weights
+
+        load_reference_weights(model, resolve_path(cfg.init_from))
+        log.info("warm start from %s", cfg.init_from)
+    if dist_info.enabled and tr.sync_bn:
+        model = dist_utils.convert_sync_batchnorm(model, device)
+    model.to(device)
+    ema = ModelEMA(model, tr.ema.decay, tr.ema.warmup) if tr.ema.enabled else None
+    train_model: torch.nn.Module = model
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # A loss without the CE term leaves the classifier unused: DDP must then look for unused parameters.
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=float(cfg.loss.ce_weight) == 0.0)
+
+    loss_fn = hydra.utils.instantiate(cfg.loss)
+    optimizer = hydra.utils.instantiate(tr.optimizer, _convert_="all")(param_groups(model, tr.optimizer.weight_decay))
+    max_steps = int(tr.max_steps) if tr.max_steps > 0 else int(tr.max_epochs) * sampler.num_batches(0)
+    scheduler = hydra.utils.instantiate(tr.scheduler)(optimizer, total_steps=max_steps)
+    dtype = amp_dtype(bool(tr.amp), tr.amp_dtype, device)
+
+    test_rows = TestRows(data.cache, data.test_rows, ds.width, ds.test_max_frames,
+                         f"{ds.split} ({len(set(data.cache.index['subject'].astype(str).to_numpy()[data.test_rows]))}"
+                         " test subjects)")
+    evaluator = Evaluator(ds.evaluation, cfg.eval.metric, test_rows, batch_size=int(cfg.eval.batch_size),
+                          num_workers=int(cfg.eval.num_workers), device=device, amp=dtype, dist_info=dist_info,
+                          tracker=tracker, progress=progress)
+    settings = TrainSettings(max_steps=max_steps, eval_every=int(tr.eval_every), log_every=max(1, int(tr.log_every)),
+                             checkpoint_every=int(tr.checkpoint_every), grad_clip=float(tr.grad_clip),
+                             progress=progress, monitor=cfg.eval.monitor)
+    trainer = Trainer(train_model, loss_fn, optimizer, scheduler, sampler, loader, settings, device,
+                      autocast_factory(device, dtype), make_scaler(device, dtype), ema=ema, dist_info=dist_info,
+                      evaluator=TrainingEvaluation(evaluator, run_dir, "EMA" if ema is not None else "model"),
+                      tracker=tracker, checkpoint_dir=run_dir / "checkpoints", config=resolved,
+                      num_classes=data.num_classes, step_hook=step_hook)
+    trainer.extra_state["mlflow_run_id"] = getattr(tracker, "run_id", None)
+    if resume is not None:
+        trainer.load_state_dict(resume.state, resume.path)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", resume.path, trainer.step, trainer.epoch,
+                 trainer.index)
+    log.info("training %d steps: %s batches of %d x %d sequences x %d frames on %s%s", max_steps,
+             type(sampler).__name__, cfg.sampler.p, cfg.sampler.k, ds.num_frames, device,
+             f" x {dist_info.world_size} processes" if dist_info.enabled else "")
+    result = trainer.fit()
+    if dist_info.is_main:
+        log.info("done: step %d, %.1fs training, %.1f seq/s; test %s", result.step, result.seconds,
+                 result.sequences_per_second,
+                 ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items() if k.endswith("/rank1")))
+    return result
+
+
+def _ddp_worker(rank: int, cfg_dict: dict, run_dir: str, job: JobInfo, world_size: int, port: int,
+                backend: str) -> None:
+    """Entry of one spawned DDP process: set it up, join the group, run."""
+    logging.basicConfig(level=logging.INFO, format="[rank %(process)d] %(levelname)s %(name)s: %(message)s")
+    cfg = OmegaConf.create(cfg_dict)
+    info = DistInfo(rank, world_size, rank)
+    configure_process(resolve_device(cfg.trainer.device, rank), bool(cfg.trainer.deterministic), world_size)
+    dist_utils.init_process_group(info, backend, f"tcp://127.0.0.1:{port}")
+    try:
+        run(cfg, run_dir, job, info)
+    finally:
+        dist_utils.cleanup()
+
+
+def launch(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None) -> FitResult | None:
+    """Run one training job: one process, spawned DDP processes (``trainer=ddp``), or a torchrun rank.
+
+    Args:
+        cfg: The composed training config.
+        run_dir: The run's folder.
+        job: The Hydra job's overrides, choices and parent run.
+
+    Returns:
+        The result in this process (None in the parent of spawned DDP processes).
+
+    Raises:
+        RunConfigError: Invalid settings (e.g. a batch not divisible by the processes).
+    """
+    job = job or JobInfo()
+    tr = cfg.trainer
+    if tr.strategy != "ddp":
+        return run(cfg, run_dir, job)
+    device = resolve_device(tr.device)
+    backend = dist_utils.default_backend(device, tr.backend)
+    env = dist_utils.torchrun_env()
+    if env is not None:  # torchrun started this process: join its group; rank 0's run dir is everyone's
+        dist_utils.init_process_group(env, backend)
+        try:
+            run_dir = dist_utils.broadcast_object(str(Path(run_dir).absolute()))
+            return run(cfg, run_dir, job, env)
+        finally:
+            dist_utils.cleanup()
+    world = int(tr.devices)
+    if world == 1:
+        return run(cfg, run_dir, job)
+    if device.type == "cuda" and torch.cuda.device_count() < world:
+        raise RunConfigError(f"trainer.devices={world} but only {torch.cuda.device_count()} GPUs are visible")
+    p, k = int(cfg.sampler.p), int(cfg.sampler.k)
+    if (p * k) % world:
+        raise RunConfigError(f"the global batch sampler.p x sampler.k = {p} x {k} = {p * k} is not divisible by "
+                             f"trainer.devices={world}")
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    port = dist_utils.free_port()
+    log.info("spawning %d %s processes (127.0.0.1:%d)", world, backend, port)
+    dist_utils.spawn(_ddp_worker, world, (cfg_dict, str(Path(run_dir).absolute()), job, world, port, backend))
+    return None
+
+
+def job_info_from_hydra() -> JobInfo:
+    """The running Hydra job's overrides, group choices and (multirun) sweep parent run.
+
+    Returns:
+        The job info.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    overrides = [str(o) for o in hc.overrides.task]
+    choices = {k: str(v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None}
+    parent = None
+    if hc.mode == RunMode.MULTIRUN:
+        from lstc_gait.tracking.sweep import parent_run_id
+
+        parent = parent_run_id(hc.sweep.dir)
+    return JobInfo(overrides=overrides, choices=choices, parent_run_id=parent)
+
+
+__all__ = ["JobInfo", "RunConfigError", "build_tracker", "job_info_from_hydra", "launch", "run",
+           "validate_run_config"]

@@ -1,0 +1,1 @@
+"""Small helpers every room uses: atomic file output (:mod:`.fileio`) and path resolution (:mod:`.paths`)."""
