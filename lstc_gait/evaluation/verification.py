@@ -173,13 +173,14 @@ def verification_metrics(distances, same, valid=None, fars: Sequence[float] = DE
     return out
 
 
-def plot_roc(rocs: dict[str, ROC] | ROC, path=None, title: str = "ROC"):
+def plot_roc(rocs: dict[str, ROC] | ROC, path=None, title: str = "ROC", fmt: str | None = "png"):
     """Plot ROC curves (TAR against FAR, FAR on a log axis) with matplotlib; optionally save to ``path``.
 
     Args:
         rocs: one :class:`ROC` or ``{label: ROC}``.
         path: where to save the figure (PNG, SVG, ...); None keeps it open.
         title: the figure title.
+        fmt: image format (``png``, ``svg``, ...), whatever ``path``'s suffix (temporary files).
 
     Returns:
         The matplotlib Figure (closed after saving when ``path`` is given).
@@ -207,6 +208,65 @@ def plot_roc(rocs: dict[str, ROC] | ROC, path=None, title: str = "ROC"):
     ax.legend(loc="lower right")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, format=fmt)
         plt.close(fig)
     return fig
+
+
+def protocol_verification(protocol: str, embeddings, subjects, types, views, metric: str = "euclidean",
+                          max_probes: int = 4000, seed: int = 0) -> tuple[dict[str, float], ROC | None]:
+    """Verification metrics on a protocol's probe x gallery pairs.
+
+    Pairs: CASIA-B (Yu et al. 2006): probes of every type but ``nm-01..04`` against the ``nm-01..04``
+    gallery; OU-MVLP (Takemura et al. 2018): sequence ``00`` against ``01``; otherwise every pair of
+    distinct sequences. As in the protocols, pairs of the same view are left out (CASIA-B, OU-MVLP).
+    At most ``max_probes`` probes (a fixed random subset) keep the distance matrix small.
+
+    Args:
+        protocol: ``casia_b``, ``ou_mvlp`` or ``retrieval``.
+        embeddings: float (N, D) or (N, C, parts).
+        subjects: (N,) subject ids.
+        types: (N,) sequence types.
+        views: (N,) views.
+        metric: ``euclidean`` or ``cosine``.
+        max_probes: cap on the probes used.
+        seed: seed of the probe subset.
+
+    Returns:
+        (``{"verify/eer", "verify/tar@far=0.01", "verify/tar@far=0.001"}``, the ROC), or ({}, None)
+        when there is no genuine or no impostor pair.
+    """
+    from .metrics import pairwise_distance
+
+    subjects = np.asarray(subjects).astype(str)
+    types = np.char.lower(np.asarray(types).astype(str))
+    views = np.asarray(views).astype(str)
+    n = len(subjects)
+    if protocol == "casia_b":
+        norm = np.asarray([f"{t.partition('-')[0]}-{t.partition('-')[2].zfill(2)}" for t in types])
+        gal = np.isin(norm, ["nm-01", "nm-02", "nm-03", "nm-04"])
+        probe, cross_view = ~gal, True
+    elif protocol == "ou_mvlp":
+        seq = np.asarray([t.zfill(2) if t.isdigit() else t for t in types])
+        probe, gal, cross_view = seq == "00", seq == "01", True
+    else:
+        probe, gal, cross_view = np.ones(n, bool), np.ones(n, bool), False
+    pidx, gidx = np.flatnonzero(probe), np.flatnonzero(gal)
+    if len(pidx) > max_probes:
+        pidx = np.sort(np.random.default_rng(seed).choice(pidx, max_probes, replace=False))
+    if len(pidx) == 0 or len(gidx) == 0:
+        return {}, None
+    emb = np.asarray(embeddings)
+    d = pairwise_distance(emb[pidx], emb[gidx], metric).numpy()
+    same = subjects[pidx][:, None] == subjects[gidx][None, :]
+    valid = pidx[:, None] != gidx[None, :]
+    if cross_view:
+        valid &= views[pidx][:, None] != views[gidx][None, :]
+    g, i = split_pairs(d, same, valid)
+    if g.size == 0 or i.size == 0:
+        return {}, None
+    roc = roc_curve(g, i)
+    out = {"verify/eer": equal_error_rate(roc)}
+    for f in DEFAULT_FARS:
+        out[f"verify/tar@far={f:g}"] = tar_at_far(roc, f)
+    return out, roc
