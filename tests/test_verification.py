@@ -61,7 +61,7 @@ def test_metrics_from_distance_matrix_and_masks(tmp_path):
     np.testing.assert_allclose(sorted(g), GENUINE)
     np.testing.assert_allclose(sorted(i), IMPOSTOR)
     m = verification_metrics(d, same, valid)
-    assert m["eer"] == pytest.approx(0.25) and m["tar@far=0.01"] == 0.5 and m["tar@far=0.001"] == 0.5
+    assert m["eer"] == pytest.approx(0.25) and m["tar_far_0.01"] == 0.5 and m["tar_far_0.001"] == 0.5
     assert m["genuine_pairs"] == 2 and m["impostor_pairs"] == 4
     with pytest.raises(ValueError, match="shape"):
         split_pairs(d, same[:2])
@@ -86,7 +86,7 @@ def test_protocol_verification_casia_pairs_and_evaluator_roc(tmp_path):
     m, roc = protocol_verification("casia_b", np.asarray(emb), subjects, types, views)
     # probes 6 types x 2 views x 4 subjects, gallery 4 x 2 x 4; other-view pairs only
     assert roc.genuine == 48 * 4 and roc.impostor == 48 * 12
-    assert m["verify/eer"] == 0.0 and m["verify/tar@far=0.01"] == 1.0
+    assert m["verify/eer"] == 0.0 and m["verify/tar_far_0.01"] == 1.0
     ev = Evaluator("casia_b", show=False)
     res = ev.evaluate_embeddings(np.asarray(emb, np.float32), subjects, types, views, "ckpt", "test",
                                  out_dirs=[tmp_path])

@@ -332,7 +332,7 @@ class Evaluator:
                     self.tracker.log_table(table, str(name).replace("/", "_"), files=tuple(files[name]))
             self.tracker.log_metrics({f"test/{k}": float(v) for k, v in metrics.items()
                                       if v is not None and np.isfinite(float(v))}, step=step)
-            if roc_file is not None:
+            if roc_file is not None and hasattr(self.tracker, "log_artifact"):
                 self.tracker.log_artifact(roc_file, "verification")
         self.last = EvalResult(dict(tables), dict(metrics), files, header)
         return self.last

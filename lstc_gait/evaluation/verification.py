@@ -161,13 +161,13 @@ def verification_metrics(distances, same, valid=None, fars: Sequence[float] = DE
         fars: FARs at which to report the TAR.
 
     Returns:
-        ``{"eer", "tar@far=0.01", "tar@far=0.001", ..., "genuine_pairs", "impostor_pairs"}``.
+        ``{"eer", "tar_far_0.01", "tar_far_0.001", ..., "genuine_pairs", "impostor_pairs"}``.
     """
     g, i = split_pairs(distances, same, valid)
     roc = roc_curve(g, i)
     out = {"eer": equal_error_rate(roc)}
     for f in fars:
-        out[f"tar@far={f:g}"] = tar_at_far(roc, f)
+        out[f"tar_far_{f:g}"] = tar_at_far(roc, f)
     out["genuine_pairs"] = float(roc.genuine)
     out["impostor_pairs"] = float(roc.impostor)
     return out
@@ -233,7 +233,7 @@ def protocol_verification(protocol: str, embeddings, subjects, types, views, met
         seed: seed of the probe subset.
 
     Returns:
-        (``{"verify/eer", "verify/tar@far=0.01", "verify/tar@far=0.001"}``, the ROC), or ({}, None)
+        (``{"verify/eer", "verify/tar_far_0.01", "verify/tar_far_0.001"}``, the ROC), or ({}, None)
         when there is no genuine or no impostor pair.
     """
     from .metrics import pairwise_distance
@@ -268,5 +268,5 @@ def protocol_verification(protocol: str, embeddings, subjects, types, views, met
     roc = roc_curve(g, i)
     out = {"verify/eer": equal_error_rate(roc)}
     for f in DEFAULT_FARS:
-        out[f"verify/tar@far={f:g}"] = tar_at_far(roc, f)
+        out[f"verify/tar_far_{f:g}"] = tar_at_far(roc, f)
     return out, roc
