@@ -20,7 +20,17 @@ the same embeddings, then times both in the same process, alternating one iterat
 With ``--cache DIR`` (an lstc_gait data cache) it also measures the data loader's samples/s and the
 share of a training step spent waiting for the next batch.
 
+Timing: after two warm-up calls of each, one call of each implementation per round, alternating,
+for ``--iters`` rounds (default 5); the speed-up is the median over rounds of the per-round ratio
+(straightforward time / fast time), the seq/s columns are medians too. The header prints the CPU
+model and flags that matter (AVX2, AVX-512, AVX512-BF16, AMX), the thread count, whether bf16 is
+native (bf16 columns only then, unless ``--bf16 on``), whether the lstc_gait C++ kernels are built,
+and the allocator settings. ``--allocator keep-freed|jemalloc|tcmalloc`` re-runs the script in a
+subprocess with that allocator (glibc ``MALLOC_*`` variables or ``LD_PRELOAD``): the library itself
+never changes process-wide allocator settings.
+
 Usage: python benchmarks/throughput.py [--quick] [--batch 16] [--iters 5] [--configs b16-lstc-hard,...]
+       [--device cpu|cuda] [--bf16 auto|on|off] [--allocator default|keep-freed|jemalloc|tcmalloc]
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import copy
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -237,19 +248,39 @@ def machine_line() -> str:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"machine: {cpu} | os.cpu_count()={os.cpu_count()} | torch {torch.__version__} | "
+            f"CPU capability {torch.backends.cpu.get_cpu_capability()} | "
             f"threads={torch.get_num_threads()} | {platform.python_implementation()} {platform.python_version()} | "
             f"load avg (1 min) at start {load:.1f}")
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+              "asimd", "sve", "bf16")
+
+
+def cpu_flags_line() -> str:
+    """The vector-unit flags of /proc/cpuinfo that decide fp32/bf16 speed (present ones, and absent bf16 ones)."""
+    from lstc_gait.ops.build import cpu_flags
+
+    flags = set(cpu_flags().split())
+    present = [f for f in SIMD_FLAGS if f in flags]
+    missing = [f for f in ("avx512_bf16", "amx_bf16") if f not in flags]
+    return f"cpu flags: {' '.join(present) or 'unknown'} (absent: {' '.join(missing) or '-'})"
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0, device: torch.device | None = None) -> float:
     """Best GFLOP/s of an n x n matmul over ~``seconds`` of repeats."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        n = 4096
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     torch.mm(a, b)
     best, start = float("inf"), time.perf_counter()
     while time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
 
@@ -292,48 +323,67 @@ class PeakRSS:
 
 
 def make_train_step(model: nn.Module, x: Tensor, labels: Tensor, bf16: bool) -> Callable[[], float]:
-    classifier = nn.Linear(256, int(labels.max()) + 1)
+    classifier = nn.Linear(256, int(labels.max()) + 1).to(x.device)
     params = list(model.parameters()) + list(classifier.parameters())
     opt = torch.optim.AdamW(params, lr=1e-4)
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             emb = embed(model, x)
             loss = F.cross_entropy(classifier(emb).float(), labels)
         loss.backward()
         opt.step()
-        return float(loss.detach())
+        return float(loss.detach())  # a host sync: the step has finished on any device
     return step
 
 
 def make_infer(model: nn.Module, x: Tensor, bf16: bool) -> Callable[[], Tensor]:
     def run() -> Tensor:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return embed(model, x)
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = embed(model, x)
+        if out.device.type == "cuda":
+            torch.cuda.synchronize(out.device)
+        return out
     return run
 
 
-def alternate(fns: dict[str, Callable[[], object]], iters: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved (same machine state for all)."""
-    for fn in fns.values():
-        for _ in range(warmup):
+def alternate(fns: dict[str, Callable[[], object]], iters: int, warmup: int = 2
+              ) -> tuple[dict[str, float], dict[str, float]]:
+    """Steady-state timings, calls interleaved (same machine state for all).
+
+    Returns:
+        (median seconds per call of each function, median over rounds of the per-round ratio
+        ``time("plain") / time(k)`` for every other k).
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(iters):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            cpu[k].append(time.process_time() - c0)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    ratios = {k: statistics.median(p / t for p, t in zip(times["plain"], v, strict=True))
+              for k, v in times.items() if k != "plain"}
+    # CPU-time ratio: with --threads 1 on a shared machine, the speed-up an idle core would show
+    ratios.update({f"{k}_cpu": statistics.median(p / max(t, 1e-9) for p, t in zip(cpu["plain"], v, strict=True))
+                   for k, v in cpu.items() if k != "plain"})
+    return medians, ratios
 
 
 def bench_config(name: str, batch: int, iters: int, peaks: dict[str, float], tmpdir: Path,
-                 memory: PeakRSS, bf16: bool = True) -> list[dict]:
+                 memory: PeakRSS, bf16: bool = True, device: torch.device | None = None) -> list[dict]:
+    device = device or torch.device("cpu")
     plain, fast, source = build_pair(name, tmpdir)
+    plain, fast = plain.to(device), fast.to(device)
     gen = torch.Generator().manual_seed(1)
-    x = (torch.rand(batch, 1, 30, 64, 44, generator=gen) > 0.5).float()
-    labels = torch.arange(batch) % max(2, batch // 4)
+    x = (torch.rand(batch, 1, 30, 64, 44, generator=gen) > 0.5).float().to(device)
+    labels = (torch.arange(batch) % max(2, batch // 4)).to(device)
 
     # Correctness first: eval embeddings of the two implementations must agree.
     plain.eval()
@@ -351,7 +401,8 @@ def bench_config(name: str, batch: int, iters: int, peaks: dict[str, float], tmp
     # (train-mode BatchNorm1d needs more than one sample).
     infer_flops = count_flops(lambda: make_infer(plain, x[:2], False)()) / 2
     plain_train = copy.deepcopy(plain).train()
-    train_flops = count_flops(lambda: make_train_step(plain_train, x[:2], torch.tensor([0, 1]), False)()) / 2
+    train_flops = count_flops(lambda: make_train_step(plain_train, x[:2], torch.tensor([0, 1], device=device),
+                                                      False)()) / 2
 
     rows = []
     for mode in ("inference", "train"):
@@ -370,8 +421,8 @@ def bench_config(name: str, batch: int, iters: int, peaks: dict[str, float], tmp
             flops = infer_flops * batch
         if not bf16:
             del fns["bf16"]
-        secs = alternate(fns, iters)
-        mem = {k: memory.measure(fn) for k, fn in fns.items()}
+        secs, ratios = alternate(fns, iters)
+        mem = {k: memory.measure(fn) for k, fn in fns.items()} if device.type == "cpu" else dict.fromkeys(fns)
         row = {"config": name, "mode": mode, "source": source, "max_rel_err": err, "cos_bf16": cos_bf16,
                "gflop_per_seq": flops / batch / 1e9}
         for k in fns:
@@ -379,8 +430,9 @@ def bench_config(name: str, batch: int, iters: int, peaks: dict[str, float], tmp
             row[f"{k}_mem_mb"] = mem[k]
             peak = peaks["bf16"] if k == "bf16" else peaks["fp32"]
             row[f"{k}_mfu"] = flops / secs[k] / (peak * 1e9)
-        row["speedup_fp32"] = secs["plain"] / secs["fp32"]
-        row["speedup_bf16"] = secs["plain"] / secs["bf16"] if bf16 else float("nan")
+        row["speedup_fp32"] = ratios["fp32"]
+        row["speedup_fp32_cpu"] = ratios["fp32_cpu"]
+        row["speedup_bf16"] = ratios["bf16"] if bf16 else float("nan")
         if not bf16:
             row.update(bf16_seq_s=float("nan"), bf16_mem_mb=None, bf16_mfu=float("nan"))
         rows.append(row)
@@ -397,12 +449,13 @@ def format_row(r: dict) -> str:
             f"{r['speedup_fp32']:.2f}x | {r['bf16_seq_s']:.2f} | {r['speedup_bf16']:.2f}x | "
             f"{100 * r['plain_mfu']:.1f}/{100 * r['fp32_mfu']:.1f}/{100 * r['bf16_mfu']:.1f} | "
             f"{fmt_mem(r['plain_mem_mb'])}/{fmt_mem(r['fp32_mem_mb'])}/{fmt_mem(r['bf16_mem_mb'])} | "
-            f"{r['cos_bf16']:.4f} | {r['max_rel_err']:.1e} |")
+            f"{r['cos_bf16']:.4f} | {r['max_rel_err']:.1e} | {r['speedup_fp32_cpu']:.2f}x |")
 
 
 HEADER = ("| config | mode | straightforward seq/s | fast fp32 seq/s | x | fast bf16 seq/s | x | "
-          "MFU % (sf/fp32/bf16) | peak RSS growth MB (sf/fp32/bf16) | bf16 cos (min) | fp32 max rel err |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+          "MFU % (sf/fp32/bf16) | peak RSS growth MB (sf/fp32/bf16) | bf16 cos (min) | fp32 max rel err | "
+          "fp32 x in CPU time |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def bench_loader(cache_dir: str, batch: int, steps: int, workers: int) -> None:
@@ -453,6 +506,46 @@ def bench_loader(cache_dir: str, batch: int, steps: int, workers: int) -> None:
           f"({total / steps:.2f} s/step)")
 
 
+ALLOCATORS = {
+    "default": {},
+    # glibc: keep freed blocks up to 1 GiB in the heap (no fresh mmap + page faults per big tensor)
+    "keep-freed": {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 62)},
+    "jemalloc": {"LD_PRELOAD": "libjemalloc.so.2"},
+    "tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
+}
+
+
+def _find_library(name: str) -> str | None:
+    for folder in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+                   "/usr/local/lib"):
+        path = Path(folder) / name
+        if path.exists():
+            return str(path)
+    return None
+
+
+def allocator_description() -> str:
+    preload = os.environ.get("LD_PRELOAD", "")
+    malloc_env = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    if preload:
+        return f"LD_PRELOAD={preload}"
+    if malloc_env:
+        return "glibc with " + " ".join(f"{k}={v}" for k, v in sorted(malloc_env.items()))
+    return "glibc defaults (as in a plain Python process)"
+
+
+def rerun_with_allocator(name: str, argv: list[str]) -> int:
+    """Run this script again in a subprocess with the allocator's environment (it must be set at start-up)."""
+    env = dict(os.environ, LSTC_GAIT_BENCH_ALLOCATOR=name, **ALLOCATORS[name])
+    if "LD_PRELOAD" in ALLOCATORS[name]:
+        path = _find_library(ALLOCATORS[name]["LD_PRELOAD"])
+        if path is None:
+            raise SystemExit(f"--allocator {name}: {ALLOCATORS[name]['LD_PRELOAD']} not found "
+                             f"(e.g. apt-get install {'libjemalloc2' if name == 'jemalloc' else 'libgoogle-perftools4'})")
+        env["LD_PRELOAD"] = path
+    return subprocess.call([sys.executable, os.path.abspath(__file__), *argv], env=env)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="batch 4, 1 iteration, b16-lstc-hard only (< 2 min)")
@@ -463,12 +556,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--cache", default=None, help="lstc_gait data cache dir for the loader measurement")
     ap.add_argument("--loader-workers", type=int, default=2)
-    ap.add_argument("--keep-freed-memory", action="store_true",
-                    help="apply lstc_gait.engine.runtime.keep_freed_memory() first (process-wide glibc malloc "
-                         "setting the train/extract/evaluate commands use; both implementations benefit)")
-    ap.add_argument("--no-bf16", action="store_true",
-                    help="skip the bf16 autocast columns (20-50x slower than fp32 on CPUs without bf16 kernels)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                    help="bf16 autocast columns: auto = only where bf16 is native (CPU) or supported (CUDA)")
+    ap.add_argument("--no-bf16", action="store_true", help="same as --bf16 off")
+    ap.add_argument("--allocator", choices=tuple(ALLOCATORS), default="default",
+                    help="re-run in a subprocess with this allocator: keep-freed (glibc MALLOC_MMAP_THRESHOLD_ / "
+                         "MALLOC_TRIM_THRESHOLD_), jemalloc or tcmalloc (LD_PRELOAD, if installed)")
     args = ap.parse_args(argv)
+    if args.allocator != "default" and os.environ.get("LSTC_GAIT_BENCH_ALLOCATOR") != args.allocator:
+        return rerun_with_allocator(args.allocator, sys.argv[1:] if argv is None else argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available")
     batch = args.batch or (4 if args.quick else 16)
     iters = args.iters or (1 if args.quick else 5)
     if args.configs == "none":  # loader measurement only
@@ -483,16 +583,25 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     print(machine_line())
+    print(cpu_flags_line())
+    from lstc_gait import ops
     from lstc_gait.models.fastops import cpu_bf16_supported
-    from lstc_gait.models.native import load_kernels
-    print(f"oneDNN native bf16 kernels on this CPU: {cpu_bf16_supported()}")
-    print(f"lstc_gait C kernels: {'built and used' if load_kernels() is not None else 'unavailable (PyTorch fallback)'}")
-    if args.keep_freed_memory:
-        from lstc_gait.engine.runtime import keep_freed_memory
-        print(f"glibc keep_freed_memory(): {keep_freed_memory()}")
+
+    native_bf16 = cpu_bf16_supported()
+    print(f"bf16 native on this CPU: {native_bf16} (oneDNN bf16 support: "
+          f"{bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}; native also needs avx512_bf16/amx_bf16)")
+    print(f"lstc_gait C++ kernels: {'built and used' if ops.load_library() else 'unavailable (PyTorch formulation)'}")
+    print(f"allocator: {allocator_description()}")
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}); the ops run their "
+              "PyTorch formulation there")
+        bf16_ok = torch.cuda.is_bf16_supported()
     else:
-        print("allocator: default glibc settings (as in a plain Python process)")
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+        bf16_ok = native_bf16
+    use_bf16 = not args.no_bf16 and (args.bf16 == "on" or (args.bf16 == "auto" and bf16_ok))
+    print(f"bf16 columns: {'measured' if use_bf16 else 'skipped (not native here; --bf16 on forces them)'}")
+    peaks = {"fp32": matmul_peak(torch.float32, device=device),
+             "bf16": matmul_peak(torch.bfloat16, device=device) if use_bf16 else float("nan")}
     print(f"matmul peak (1024^3 mm, best of ~1 s): fp32 {peaks['fp32']:.1f} GFLOP/s, "
           f"bf16 {peaks['bf16']:.1f} GFLOP/s")
     memory = PeakRSS()
@@ -503,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         print(HEADER)
     with tempfile.TemporaryDirectory() as tmp:
         for name in configs:
-            bench_config(name, batch, iters, peaks, Path(tmp), memory, bf16=not args.no_bf16)
+            bench_config(name, batch, iters, peaks, Path(tmp), memory, bf16=use_bf16, device=device)
     if args.cache:
         bench_loader(args.cache, batch, steps=3 if args.quick else 8, workers=args.loader_workers)
     else:

@@ -1,42 +1,42 @@
-"""The run-time compiled C kernels (lstc_gait.models.native) against the library math they replace.
+"""The C++ CPU kernels behind the lstc_gait ops against the library math they replace, and their build.
 
 Every kernel is checked for values and gradients against plain PyTorch in float64, for channel
 counts on the blocked (multiple of 8) and the generic path; the whole model is checked with the
-kernels against the same model with the kernels switched off.
+kernels against the same model on the PyTorch formulation. The build tests check behaviour: a
+library is only ever loaded under its final name, which no interrupted or concurrent build can
+leave half-written, and the cache key changes with the CPU's flags.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import lstc_gait.ops as ops
 from lstc_gait.models import LSTCBackbone
-from lstc_gait.models import blocks as blocks_module
 from lstc_gait.models.bn_relu import batch_norm_relu_concat
-from lstc_gait.models.native import (
-    build,
-    load_kernels,
-    native_max_pool_hw2,
-    native_stem_conv3d,
-    native_stripe_depthwise_conv3d,
-    pointwise_fuse,
-    stem_forward,
-)
 from lstc_gait.models.stripes import stripe_bounds
+from lstc_gait.ops import build
 
 CL = torch.channels_last_3d
-pytestmark = pytest.mark.skipif(load_kernels() is None, reason="no C compiler: the native kernels are not built")
+needs_kernels = pytest.mark.skipif(not build.load_library(), reason="no C++ compiler: the kernels are not built")
 
 
-@pytest.fixture
-def kernels_off(monkeypatch):
-    """The models' PyTorch formulation: load_kernels() answers None."""
-    monkeypatch.setattr(build, "_loaded", {"lib": None})
+def _kernels_off(monkeypatch) -> None:
+    """The ops' PyTorch formulation: load_library() answers False."""
+    monkeypatch.setattr(build, "_state", {"ok": False})
 
 
 def stripe_reference(x: torch.Tensor, w: torch.Tensor, stripes: int) -> torch.Tensor:
@@ -47,6 +47,7 @@ def stripe_reference(x: torch.Tensor, w: torch.Tensor, stripes: int) -> torch.Te
     return torch.cat(parts, dim=3)
 
 
+@needs_kernels
 @pytest.mark.parametrize("shape,kernel,stripes", [
     ((2, 16, 5, 13, 7), (3, 7, 3), 3),   # blocked channels, taller last stripe
     ((2, 16, 3, 8, 22), (3, 7, 3), 4),   # wide rows: the 8-column register blocks of kW == 3
@@ -64,7 +65,7 @@ def test_stripe_depthwise_matches_per_stripe_convolution(shape, kernel, stripes)
     g = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
     ref.backward(g)
     xn, wn = x.float().requires_grad_(), w.float().requires_grad_()
-    out = native_stripe_depthwise_conv3d(xn.contiguous(memory_format=CL), wn, stripes)
+    out = ops.stripe_depthwise_conv3d(xn.contiguous(memory_format=CL), wn, stripes)
     out.backward(g.float())
     assert out.is_contiguous(memory_format=CL)
     torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-5)
@@ -72,16 +73,18 @@ def test_stripe_depthwise_matches_per_stripe_convolution(shape, kernel, stripes)
     torch.testing.assert_close(wn.grad.double(), wr.grad, atol=1e-4, rtol=1e-5)
 
 
+@needs_kernels
 def test_nothing_crosses_a_stripe_in_the_kernel():
     x = torch.randn(1, 8, 3, 12, 5)
     w = torch.randn(8, 1, 3, 7, 3)
-    base = native_stripe_depthwise_conv3d(x, w, 3)
+    base = ops.stripe_depthwise_conv3d(x, w, 3)
     bumped = x.clone()
     bumped[:, :, :, 5] += 10.0  # a row of stripe 1 (rows 4..7)
-    diff = (native_stripe_depthwise_conv3d(bumped, w, 3) - base).abs().amax(dim=(0, 1, 2, 4))
+    diff = (ops.stripe_depthwise_conv3d(bumped, w, 3) - base).abs().amax(dim=(0, 1, 2, 4))
     assert diff[4:8].min() > 0 and diff[:4].max() == 0 and diff[8:].max() == 0
 
 
+@needs_kernels
 @pytest.mark.parametrize("channels,kernel", [(16, (3, 3, 3)), (5, (3, 5, 3)), (8, (1, 3, 5))])
 def test_stem_conv_matches_library(channels, kernel):
     gen = torch.Generator().manual_seed(1)
@@ -94,15 +97,16 @@ def test_stem_conv_matches_library(channels, kernel):
     g = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
     ref.backward(g)
     wn = w.float().requires_grad_()
-    out = native_stem_conv3d(x.float(), wn)
+    out = ops.stem_conv3d(x.float(), wn, None, False)
     out.backward(g.float())
     assert out.is_contiguous(memory_format=CL)
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(wn.grad.double(), wr.grad, atol=1e-4, rtol=1e-5)
-    fused = stem_forward(x.float(), w.float(), b.float(), relu=True)
+    fused = ops.stem_conv3d(x.float(), w.float(), b.float(), True)
     torch.testing.assert_close(fused.double(), F.relu(F.conv3d(x, w, b, padding=pad)), atol=1e-5, rtol=1e-5)
 
 
+@needs_kernels
 @pytest.mark.parametrize("mean_shift", [0.0, 50.0])  # 50: |mean| >> std, where E[x^2] - mean^2 cancels
 def test_batch_norm_relu_concat_matches_library(mean_shift):
     gen = torch.Generator().manual_seed(2)
@@ -118,8 +122,8 @@ def test_batch_norm_relu_concat_matches_library(mean_shift):
     xa = [x.clone().requires_grad_() for x in xs]
     xb = [x.clone().requires_grad_() for x in xs]
     ra, rb = ready.clone().requires_grad_(), ready.clone().requires_grad_()
-    out = batch_norm_relu_concat([(bns[0], xa[0]), ra, (bns[1], xa[1])])
-    ref = torch.cat([F.relu(refs[0](xb[0])), rb, F.relu(refs[1](xb[1]))], dim=1)
+    out = batch_norm_relu_concat([(bns[0], xa[0]), (bns[1], xa[1]), ra])
+    ref = torch.cat([F.relu(refs[0](xb[0])), F.relu(refs[1](xb[1])), rb], dim=1)
     g = torch.randn(ref.shape, generator=gen)
     (out * g).sum().backward()
     (ref * g).sum().backward()
@@ -135,6 +139,7 @@ def test_batch_norm_relu_concat_matches_library(mean_shift):
         assert int(a.num_batches_tracked) == int(b.num_batches_tracked) == 1
 
 
+@needs_kernels
 @pytest.mark.parametrize("shape", [(2, 8, 3, 6, 8), (1, 5, 2, 7, 9), (2, 16, 3, 4, 5)])
 def test_max_pool_matches_library_with_ties_and_nan(shape):
     gen = torch.Generator().manual_seed(3)
@@ -144,7 +149,7 @@ def test_max_pool_matches_library_with_ties_and_nan(shape):
     x[:, :, 1] = 0.0                          # whole frames of ties, as after a ReLU
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     ref = F.max_pool3d(a, (1, 2, 2))
-    out = native_max_pool_hw2(b)
+    out = ops.max_pool_hw2(b)
     g = torch.randn(ref.shape, generator=gen)
     ref.backward(g)
     out.backward(g)
@@ -153,19 +158,23 @@ def test_max_pool_matches_library_with_ties_and_nan(shape):
     assert torch.equal(a.grad, b.grad)
 
 
-def test_pointwise_fuse_equals_concat_and_convs():
+@needs_kernels
+def test_block_tail_equals_concat_and_convs():
     gen = torch.Generator().manual_seed(4)
     t = torch.rand(2, 8, 3, 4, 5, generator=gen).contiguous(memory_format=CL)
     s = torch.rand(2, 8, 3, 4, 5, generator=gen).contiguous(memory_format=CL)
     d = torch.randn(2, 16, 3, 4, 5, generator=gen).contiguous(memory_format=CL)
     wj, bj = torch.randn(10, 16, 1, 1, 1, generator=gen), torch.randn(10, generator=gen)
     wf, bf = torch.randn(16, 26, 1, 1, 1, generator=gen), torch.randn(16, generator=gen)
-    z = F.relu(F.conv3d(d, wj, bj))
-    ref = F.relu(F.conv3d(torch.cat([t, s, z], 1), wf, bf))
-    torch.testing.assert_close(pointwise_fuse([t, s], d, wj, bj, wf, bf), ref, atol=1e-5, rtol=1e-5)
+    z = F.relu(F.conv3d(d.double(), wj.double(), bj.double()))
+    ref = F.relu(F.conv3d(torch.cat([t.double(), s.double(), z], 1), wf.double(), bf.double()))
+    out = ops.block_tail([t, s], d, wj, bj, wf, bf)
+    assert out.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
     # a ready joint output (the dynamic branch) and a single direct branch
-    ref2 = F.relu(F.conv3d(torch.cat([s, z], 1), wf[:, 8:], bf))
-    torch.testing.assert_close(pointwise_fuse([s], z, None, None, wf[:, 8:], bf), ref2, atol=1e-5, rtol=1e-5)
+    ref2 = F.relu(F.conv3d(torch.cat([s.double(), z], 1), wf[:, 8:].double(), bf.double()))
+    out2 = ops.block_tail([s], z.float(), None, None, wf[:, 8:].contiguous(), bf)
+    torch.testing.assert_close(out2.double(), ref2, atol=1e-5, rtol=1e-5)
 
 
 def _model(joint: str, pooling: str, **kw) -> LSTCBackbone:
@@ -181,6 +190,7 @@ def _model(joint: str, pooling: str, **kw) -> LSTCBackbone:
     return model
 
 
+@needs_kernels
 @pytest.mark.parametrize("joint,pooling,kw", [
     ("lstc", "hard", {}),
     ("dynamic", "soft", {}),
@@ -194,7 +204,7 @@ def test_model_with_kernels_equals_model_without(joint, pooling, kw, monkeypatch
     with torch.no_grad():
         fast = model.eval()(x, lengths)
     with monkeypatch.context() as m:
-        m.setattr(build, "_loaded", {"lib": None})
+        _kernels_off(m)
         with torch.no_grad():
             slow = model(x, lengths)
     torch.testing.assert_close(fast["embedding"], slow["embedding"], atol=1e-5, rtol=1e-5)
@@ -209,7 +219,7 @@ def test_model_with_kernels_equals_model_without(joint, pooling, kw, monkeypatch
 
     out_a, grads_a = step(model)
     with monkeypatch.context() as m:
-        m.setattr(build, "_loaded", {"lib": None})
+        _kernels_off(m)
         out_b, grads_b = step(model)
     torch.testing.assert_close(out_a, out_b, atol=1e-4, rtol=1e-4)
     assert grads_a.keys() == grads_b.keys()
@@ -218,21 +228,6 @@ def test_model_with_kernels_equals_model_without(joint, pooling, kw, monkeypatch
             continue
         scale = grads_b[k].abs().max().clamp_min(1e-6)
         assert (grads_a[k] - grads_b[k]).abs().max() / scale < 1e-3, k
-
-
-def test_block_tail_kernel_is_used_and_exact(monkeypatch):
-    model = _model("lstc", "hard").eval()
-    x = torch.rand(2, 1, 5, 32, 22)
-    calls = []
-    real = blocks_module.pointwise_fuse
-    monkeypatch.setattr(blocks_module, "pointwise_fuse", lambda *a, **k: calls.append(1) or real(*a, **k))
-    with torch.no_grad():
-        fast = model(x)["embedding"]
-    assert len(calls) == 3
-    monkeypatch.setattr(blocks_module.AsymmetricBlock, "_native_tail", lambda self, x: False)
-    with torch.no_grad():
-        slow = model(x)["embedding"]
-    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
 
 
 def test_eval_chunks_equal_one_batch():
@@ -249,64 +244,119 @@ def test_eval_chunks_equal_one_batch():
 
 
 def test_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
-    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "_state", {})
     monkeypatch.setenv("LSTC_GAIT_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setattr(build, "_compiler", lambda: None)
-    with pytest.warns(RuntimeWarning, match="native kernels unavailable"):
-        assert build.load_kernels() is None
+    with pytest.warns(RuntimeWarning, match="C\\+\\+ kernels unavailable"):
+        assert build.load_library() is False
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert build.load_kernels() is None  # cached: no second warning
+        assert build.load_library() is False  # decided for the process: no second warning
+        x = torch.randn(1, 2, 3, 8, 4)
+        out = ops.stripe_depthwise_conv3d(x, torch.randn(2, 1, 3, 3, 3), 2)  # the PyTorch formulation
+    assert out.shape == x.shape and not list(tmp_path.iterdir())
 
 
 def test_kernels_can_be_switched_off(monkeypatch):
-    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "_state", {})
     monkeypatch.setenv("LSTC_GAIT_NATIVE", "0")
-    assert build.load_kernels() is None
+    assert build.load_library() is False
+    assert not ops.native_kernels(torch.zeros(1))
 
 
-def test_build_goes_to_the_cache_atomically(monkeypatch, tmp_path):
-    monkeypatch.setattr(build, "_loaded", {})
-    monkeypatch.setenv("LSTC_GAIT_KERNEL_CACHE", str(tmp_path))
-    lib = build.load_kernels()
-    assert lib is not None
-    files = [p.name for p in tmp_path.iterdir()]
-    assert len(files) == 1 and files[0].startswith("lstc_gait_kernels-") and files[0].endswith(".so")
+def test_cache_key_covers_the_cpu_flags_and_the_sources(monkeypatch):
+    compiler = "/usr/bin/c++"
+    monkeypatch.setattr(build, "_compiler_version", lambda c: "c++ 1.0")
+    base = build.library_path(compiler)
+    monkeypatch.setattr(build, "cpu_flags", lambda: "fpu sse sse2 avx2")  # another CPU model
+    other_cpu = build.library_path(compiler)
+    monkeypatch.setattr(build, "CFLAGS", (*build.CFLAGS, "-DEXTRA"))
+    other_flags = build.library_path(compiler)
+    assert len({base, other_cpu, other_flags}) == 3
+    assert base.parent == other_cpu.parent == build.cache_dir()
 
 
-def test_buffer_pool_reuses_only_released_buffers(monkeypatch):
-    from lstc_gait.models.native import buffers
-
-    monkeypatch.setattr(buffers, "_free_lists", {})
-    shape = (2, 8, 30, 64, 44)  # 5.4 MB: above the pooling threshold
-    a = buffers.empty_channels_last(shape)
-    assert a.shape == shape and a.is_contiguous(memory_format=CL)
-    b = buffers.empty_channels_last(shape)
-    assert a.data_ptr() != b.data_ptr()
-    ptr = a.data_ptr()
-    view = a[:, :3]  # a view keeps the buffer in use
-    del a
-    c = buffers.empty_channels_last(shape)
-    assert c.data_ptr() != ptr
-    del view
-    d = buffers.empty_channels_last(shape)
-    assert d.data_ptr() == ptr  # released: handed out again
-    del b, c, d
-    assert buffers.release_buffers() == 3 * 4 * 2 * 8 * 30 * 64 * 44
-    small = buffers.empty_channels_last((1, 2, 3, 4, 5))  # small: plain torch.empty
-    assert small.is_contiguous(memory_format=CL) and not buffers._free_lists.get(120)
+def _fake_load(payload: bytes, pause: float):
+    """A stand-in for cpp_extension.load that writes its library slowly, in pieces."""
+    def load(name, sources, extra_cflags, extra_ldflags, build_directory, is_python_module, verbose):
+        out = Path(build_directory) / f"{name}.so"
+        with open(out, "wb") as f:
+            for i in range(0, len(payload), len(payload) // 4):
+                f.write(payload[i:i + len(payload) // 4])
+                f.flush()
+                time.sleep(pause)
+        return str(out)
+    return load
 
 
-def test_buffer_pool_stays_under_its_cap(monkeypatch):
-    from lstc_gait.models.native import buffers
+def test_interrupted_build_leaves_no_loadable_library(monkeypatch, tmp_path):
+    from torch.utils import cpp_extension
 
-    monkeypatch.setattr(buffers, "_free_lists", {})
-    monkeypatch.setenv("LSTC_GAIT_BUFFER_POOL_MB", "12")  # room for two 5.4 MB buffers
-    for frames in range(20, 30):  # varying lengths, as padded evaluation batches have
-        x = buffers.empty_channels_last((2, 8, frames, 64, 44))
-        del x
-    pooled = sum(4 * n * len(a) for n, a in buffers._free_lists.items())
-    assert 0 < pooled <= 12 * 2 ** 20
-    held = [buffers.empty_channels_last((2, 8, 30, 64, 44)) for _ in range(4)]  # more than fits
-    assert all(h.shape == (2, 8, 30, 64, 44) for h in held)
-    assert sum(4 * n * len(a) for n, a in buffers._free_lists.items()) <= 12 * 2 ** 20
+    target = tmp_path / "lstc_gait_kernels_0123456789abcdef.so"
+
+    def broken(name, build_directory, **kwargs):
+        (Path(build_directory) / f"{name}.so").write_bytes(b"\x7fELF half a library")
+        raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of linking
+
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    with pytest.raises(KeyboardInterrupt):
+        build.compile_library(target)
+    assert not target.exists()
+    assert not any(p.suffix == ".so" for p in tmp_path.rglob("*"))  # the build folder is gone too
+
+    # Killed outright (no cleanup runs): the partial file stays in the private build folder only.
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from torch.utils import cpp_extension
+        from lstc_gait.ops import build
+        def slow(name, build_directory, **kwargs):
+            (Path(build_directory) / f"{{name}}.so").write_bytes(b"partial")
+            Path({str(tmp_path / "started")!r}).touch()
+            time.sleep(60)
+        cpp_extension.load = slow
+        build.compile_library(Path({str(target)!r}))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "started").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert (tmp_path / "started").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not target.exists()
+    # the next build ignores the leftovers and publishes a complete library
+    monkeypatch.setattr(cpp_extension, "load", _fake_load(b"complete library" * 64, 0.0))
+    build.compile_library(target)
+    assert target.read_bytes() == b"complete library" * 64
+
+
+def test_concurrent_builds_only_ever_show_a_complete_library(monkeypatch, tmp_path):
+    from torch.utils import cpp_extension
+
+    payload = bytes(range(256)) * 256
+    monkeypatch.setattr(cpp_extension, "load", _fake_load(payload, 0.05))
+    target = tmp_path / "lstc_gait_kernels_fedcba9876543210.so"
+    seen: list[bytes] = []
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            if target.exists():
+                seen.append(target.read_bytes())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    builders = [threading.Thread(target=build.compile_library, args=(target,)) for _ in range(2)]
+    watcher.start()
+    for t in builders:
+        t.start()
+    for t in builders:
+        t.join()
+    done.set()
+    watcher.join()
+    assert target.read_bytes() == payload
+    assert seen and all(content == payload for content in seen)
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no build folders left

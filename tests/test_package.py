@@ -82,6 +82,5 @@ def test_os_replace_is_called_from_few_places() -> None:
     allowed = {
         "utils/fileio.py",  # the atomic-write helper
         "data/synthetic/generate.py",  # renames a whole sequence folder into place (fileio writes files)
-        "models/native/build.py",  # the fast-path build
     }
     assert set(callers) <= allowed, callers

@@ -1,14 +1,16 @@
-"""Runtime settings of a process: mixed precision, seeding, RNG state, allocator, and the process-wide
-switches (:func:`configure_process`), which only entry points call."""
+"""Runtime settings of a process: mixed precision, seeding, RNG state, and the process-wide
+switches (:func:`configure_process`), which only entry points call.
+
+The memory allocator is the launcher's choice, not the package's: nothing here changes allocator
+settings. See docs/performance.md ("Allocator") for glibc's ``MALLOC_MMAP_THRESHOLD_`` /
+``MALLOC_TRIM_THRESHOLD_`` or jemalloc/tcmalloc through ``LD_PRELOAD``.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import platform
 import random
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,11 +19,32 @@ import torch
 
 
 def amp_dtype(enabled: bool, dtype: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None when AMP is off: auto = bf16 on CPU, fp16 on CUDA."""
+    """The autocast dtype for ``trainer.amp`` / ``trainer.amp_dtype``.
+
+    ``auto`` picks fp16 on CUDA, and on CPU bf16 only where the CPU computes bf16 natively
+    (oneDNN reports bf16 support and the CPU has AVX512-BF16/AMX-BF16, or ARM bf16:
+    :func:`lstc_gait.models.fastops.cpu_bf16_supported`); elsewhere bf16 is emulated and slower
+    than fp32, so ``auto`` means fp32 (None) there.
+
+    Args:
+        enabled: ``trainer.amp``.
+        dtype: ``auto``, ``bf16`` or ``fp16``.
+        device: The training device.
+
+    Returns:
+        ``torch.bfloat16``, ``torch.float16``, or None for fp32 (AMP off).
+
+    Raises:
+        ValueError: For fp16 on CPU or an unknown dtype name.
+    """
     if not enabled:
         return None
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cpu" else torch.float16
+        if device.type == "cpu":
+            from lstc_gait.models.fastops import cpu_bf16_supported
+
+            return torch.bfloat16 if cpu_bf16_supported() else None
+        return torch.float16
     if dtype == "fp16":
         if device.type == "cpu":
             raise ValueError("trainer.amp_dtype=fp16 needs CUDA; on CPU use bf16 (or auto)")
@@ -46,9 +69,9 @@ def make_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.Gr
 def configure_process(device: torch.device, deterministic: bool = False, world_size: int = 1) -> None:
     """Apply the process-wide settings of a training or inference process (entry points only).
 
-    Sets ``torch.use_deterministic_algorithms`` (and cuDNN's switches), splits the CPU's cores among
-    the DDP processes of one machine (``torch.set_num_threads``), and on the CPU keeps freed memory
-    in the process (:func:`keep_freed_memory`). Library code never calls these.
+    Sets ``torch.use_deterministic_algorithms`` (and cuDNN's switches) and splits the CPU's cores
+    among the DDP processes of one machine (``torch.set_num_threads``). Library code never calls
+    these. The allocator is left alone: it is a launcher setting (docs/performance.md, "Allocator").
 
     Args:
         device: The process's device.
@@ -56,10 +79,8 @@ def configure_process(device: torch.device, deterministic: bool = False, world_s
         world_size: Processes sharing this machine's cores (1 without DDP).
     """
     set_deterministic(bool(deterministic))
-    if device.type == "cpu":
-        keep_freed_memory()
-        if world_size > 1:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    if device.type == "cpu" and world_size > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
 
 
 def seed_everything(seed: int) -> None:
@@ -114,34 +135,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def to_model_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (N, T, H, W) silhouettes -> float (N, 1, T, H, W) in [0, 1], converted on the device."""
     return x.to(device, non_blocking=True)[:, None].float().div_(255)
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameter numbers
-_allocator_tuned = False
-
-
-def keep_freed_memory(mmap_threshold: int = 1 << 30) -> bool:
-    """Make glibc malloc keep freed memory in the process instead of returning it to the kernel.
-
-    By default glibc serves blocks of more than 32 MB (batch-16 activations are 40-130 MB) with a
-    fresh ``mmap`` and unmaps them on free, so every such tensor is page-faulted in again, and it
-    trims the heap top: on the project's 2-core VM that made an LSTC training step 1.7x slower
-    (1.6 s vs 0.91 s, docs/performance.md). This raises the mmap threshold and disables trimming,
-    so the process's resident memory stays at its peak, like PyTorch's CUDA caching allocator.
-    Process-wide and idempotent; a no-op (False) off glibc or with LSTC_GAIT_KEEP_FREED_MEMORY=0.
-    """
-    global _allocator_tuned
-    if _allocator_tuned:
-        return True
-    if os.environ.get("LSTC_GAIT_KEEP_FREED_MEMORY", "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, (1 << 62)))
-    except (OSError, AttributeError):
-        return False
-    _allocator_tuned = ok
-    return ok

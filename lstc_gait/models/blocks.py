@@ -13,9 +13,8 @@ from torch import Tensor, nn
 from .bn_relu import BranchOutput, batch_norm_relu_concat
 from .convbn import bn_is_folding, conv_bn_relu, fold_conv_bn
 from .dynamic import DynamicConv3d
-from .layout import recording_graph
 from .lstc import LSTC, _triple
-from .native import load_kernels, pointwise_fuse
+from .memory_format import recording_graph
 
 BRANCH_WIDTH_RULES = ("half_split", "full")
 
@@ -83,8 +82,8 @@ class AsymmetricBlock(nn.Module):
 
     def forward(self, x: Tensor, time_mask: Tensor | None = None) -> Tensor:
         """``time_mask`` (N, 1, T, 1, 1) marks valid frames; padded frames of ``x`` must already be zero."""
-        if self._native_tail(x):
-            return self._forward_native_tail(x, time_mask)
+        if self._fused_tail(x):
+            return self._forward_fused_tail(x, time_mask)
         parts: list[BranchOutput] = []
         if self.branch_temporal is not None:
             parts.append(self.branch_temporal.branch_output(x))
@@ -97,17 +96,15 @@ class AsymmetricBlock(nn.Module):
         # In training the branches' BN + ReLU and the concatenation run as one node.
         return self.fuse(batch_norm_relu_concat(parts))
 
-    def _native_tail(self, x: Tensor) -> bool:
-        """Inference without autograd on CPU float32 with every BN folded: the C kernel can run the
-        joint pointwise conv, the concatenation and the fuse conv in one pass."""
-        if (torch.is_grad_enabled() or recording_graph() or x.device.type != "cpu" or x.dtype != torch.float32
-                or torch.is_autocast_enabled("cpu") or not bn_is_folding(self.fuse[1])):
+    def _fused_tail(self, x: Tensor) -> bool:
+        """Inference with every BN folded, float32, no autocast: the op ``lstc_gait::block_tail`` runs
+        the joint pointwise conv, the concatenation and the fuse conv in one pass."""
+        if (recording_graph() or x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type)
+                or not bn_is_folding(self.fuse[1])):
             return False
-        if isinstance(self.branch_joint, LSTC) and not bn_is_folding(self.branch_joint.bn):
-            return False
-        return load_kernels() is not None
+        return not (isinstance(self.branch_joint, LSTC) and not bn_is_folding(self.branch_joint.bn))
 
-    def _forward_native_tail(self, x: Tensor, time_mask: Tensor | None) -> Tensor:
+    def _forward_fused_tail(self, x: Tensor, time_mask: Tensor | None) -> Tensor:
         direct = [branch(x) for branch in (self.branch_temporal, self.branch_spatial) if branch is not None]
         joint = joint_weight = joint_bias = None
         if isinstance(self.branch_joint, LSTC):
@@ -116,4 +113,4 @@ class AsymmetricBlock(nn.Module):
         elif self.branch_joint is not None:
             joint = self.branch_joint(x, time_mask)
         fuse_weight, fuse_bias = fold_conv_bn(self.fuse[0].weight, self.fuse[0].bias, self.fuse[1])
-        return pointwise_fuse(direct, joint, joint_weight, joint_bias, fuse_weight, fuse_bias)
+        return torch.ops.lstc_gait.block_tail(direct, joint, joint_weight, joint_bias, fuse_weight, fuse_bias)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .convbn import conv3d_inference
-from .layout import recording_graph
+from .memory_format import recording_graph
 
 
 class DynamicConv3d(nn.Module):

@@ -23,9 +23,7 @@ def check_stripes(height: int, num_stripes: int, where: str = "input") -> None:
         )
 
 
-@lru_cache(maxsize=256)
-def stripe_bounds(height: int, num_stripes: int) -> tuple[tuple[int, int], ...]:
-    """``(start, stop)`` row ranges of the stripes, top to bottom."""
+def _bounds(height: int, num_stripes: int) -> tuple[tuple[int, int], ...]:
     check_stripes(height, num_stripes)
     step = max(1, height // num_stripes)
     bounds = [(s * step, (s + 1) * step) for s in range(num_stripes - 1)]
@@ -34,13 +32,24 @@ def stripe_bounds(height: int, num_stripes: int) -> tuple[tuple[int, int], ...]:
 
 
 @lru_cache(maxsize=256)
+def stripe_bounds(height: int, num_stripes: int) -> tuple[tuple[int, int], ...]:
+    """``(start, stop)`` row ranges of the stripes, top to bottom."""
+    return _bounds(height, num_stripes)
+
+
+@lru_cache(maxsize=256)
 def _stripe_average_cpu(height: int, num_stripes: int) -> Tensor:
     avg = torch.zeros(height, num_stripes, dtype=torch.float64)
-    for s, (a, b) in enumerate(stripe_bounds(height, num_stripes)):
+    for s, (a, b) in enumerate(_bounds(height, num_stripes)):
         avg[a:b, s] = 1.0 / (b - a)
     return avg
 
 
 def stripe_average_matrix(height: int, num_stripes: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``(H, S)`` matrix ``A`` with ``(rows @ A)[s]`` = mean of the rows of stripe ``s``."""
+    if torch.compiler.is_compiling():  # a constant to the compiler; the cache is for eager mode
+        avg = torch.zeros(height, num_stripes, dtype=dtype, device=device)
+        for s, (a, b) in enumerate(_bounds(height, num_stripes)):
+            avg[a:b, s] = 1.0 / (b - a)
+        return avg
     return _stripe_average_cpu(height, num_stripes).to(device=device, dtype=dtype)

@@ -1,0 +1,945 @@
+// CPU kernels of the lstc_gait custom ops (see lstc_gait/ops/__init__.py for the op schemas).
+//
+// Activations are channels_last_3d float32, i.e. (N, T, H, W, C) contiguous in memory, so every
+// inner loop runs over channels, contiguous in all operands. Built just in time by
+// lstc_gait/ops/build.py with torch.utils.cpp_extension (with -march=native, so the build cache is
+// keyed by the CPU's flags too) and registered under the private namespace `lstc_gait_cpu`; the
+// public ops in namespace `lstc_gait` call these on CPU float32 tensors and fall back to their
+// PyTorch formulation elsewhere. Work is split with at::parallel_for over frames or rows.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+typedef int64_t i64;
+/* 8 floats, any alignment: one AVX register with -march=native on x86-64 (two SSE or NEON
+ * registers elsewhere; the compiler lowers the vector extension for whatever it targets). */
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+#define LOAD8(p) (*(const v8 *)(p))
+#define STORE8(p, v) (*(v8 *)(p) = (v))
+
+static inline void stripe_rows(i64 r, i64 H, i64 S, i64 h, i64 *lo, i64 *hi) {
+    i64 s = r / h;
+    if (s > S - 1) s = S - 1;
+    *lo = s * h;
+    *hi = (s == S - 1) ? H : *lo + h;
+}
+
+static inline i64 max64(i64 a, i64 b) { return a > b ? a : b; }
+static inline i64 min64(i64 a, i64 b) { return a < b ? a : b; }
+
+/* y[n,t,r,w,:] = sum_{a,b,d} x[n, t+a-pt, r+b-ph, w+d-pw, :] * k[a,b,d,:] (same-stripe rows only) */
+static void forward_any_c(const float *__restrict__ x, const float *__restrict__ k, float *__restrict__ y,
+                 i64 N, i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 kW, i64 S, i64 h,
+                 i64 begin, i64 end) {
+    const i64 pt = kT / 2, ph = kH / 2, pw = kW / 2;
+    (void)N;
+    for (i64 nt = begin; nt < end; ++nt) {
+        const i64 n = nt / T, t = nt % T;
+        const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
+        for (i64 r = 0; r < H; ++r) {
+            i64 lo, hi;
+            stripe_rows(r, H, S, h, &lo, &hi);
+            const i64 b0 = max64(0, lo - r + ph), b1 = min64(kH, hi - r + ph);
+            float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
+            memset(out_row, 0, sizeof(float) * W * C);
+            for (i64 a = a0; a < a1; ++a) {
+                for (i64 b = b0; b < b1; ++b) {
+                    const float *__restrict__ x_row = x + (((n * T + t + a - pt) * H + r + b - ph) * W) * C;
+                    const float *__restrict__ k_row = k + ((a * kH + b) * kW) * C;
+                    for (i64 w = 0; w < W; ++w) {
+                        float *__restrict__ o = out_row + w * C;
+                        const i64 d0 = max64(0, pw - w), d1 = min64(kW, W - w + pw);
+                        for (i64 d = d0; d < d1; ++d) {
+                            const float *__restrict__ xp = x_row + (w + d - pw) * C;
+                            const float *__restrict__ kp = k_row + d * C;
+                            for (i64 c = 0; c < C; ++c) o[c] += xp[c] * kp[c];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* acc[a,b,d,:] += sum over (n,t) in [begin, end) and all (r, w) of
+ * x[n, t+a-pt, r+b-ph, w+d-pw, :] * g[n,t,r,w,:]. Each frame is summed in float into `scratch`
+ * (kT*kH*kW*C floats), then added to the double accumulator `acc`, which bounds the rounding. */
+static void weight_grad_any_c(const float *__restrict__ x, const float *__restrict__ g, double *__restrict__ acc,
+                         float *__restrict__ scratch,
+                         i64 N, i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 kW, i64 S, i64 h,
+                         i64 begin, i64 end) {
+    const i64 pt = kT / 2, ph = kH / 2, pw = kW / 2;
+    const i64 K = kT * kH * kW * C;
+    (void)N;
+    for (i64 nt = begin; nt < end; ++nt) {
+        const i64 n = nt / T, t = nt % T;
+        const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
+        memset(scratch, 0, sizeof(float) * K);
+        for (i64 r = 0; r < H; ++r) {
+            i64 lo, hi;
+            stripe_rows(r, H, S, h, &lo, &hi);
+            const i64 b0 = max64(0, lo - r + ph), b1 = min64(kH, hi - r + ph);
+            const float *__restrict__ g_row = g + ((nt * H + r) * W) * C;
+            for (i64 a = a0; a < a1; ++a) {
+                for (i64 b = b0; b < b1; ++b) {
+                    const float *__restrict__ x_row = x + (((n * T + t + a - pt) * H + r + b - ph) * W) * C;
+                    float *__restrict__ s_row = scratch + ((a * kH + b) * kW) * C;
+                    for (i64 w = 0; w < W; ++w) {
+                        const float *__restrict__ gp = g_row + w * C;
+                        const i64 d0 = max64(0, pw - w), d1 = min64(kW, W - w + pw);
+                        for (i64 d = d0; d < d1; ++d) {
+                            const float *__restrict__ xp = x_row + (w + d - pw) * C;
+                            float *__restrict__ sp = s_row + d * C;
+                            for (i64 c = 0; c < C; ++c) sp[c] += xp[c] * gp[c];
+                        }
+                    }
+                }
+            }
+        }
+        for (i64 i = 0; i < K; ++i) acc[i] += (double)scratch[i];
+    }
+}
+
+#define WB 4  /* output columns per register block (any kW) */
+#define WB3 8 /* output columns per register block when kW == 3 */
+
+/* Forward for C % 8 == 0: per (frame, row, 8-channel block, 4 columns), 4 accumulators. */
+static void forward_c8(const float *__restrict__ x, const float *__restrict__ k, float *__restrict__ y,
+                       i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 kW, i64 S, i64 h,
+                       i64 begin, i64 end) {
+    const i64 pt = kT / 2, ph = kH / 2, pw = kW / 2;
+    for (i64 nt = begin; nt < end; ++nt) {
+        const i64 n = nt / T, t = nt % T;
+        const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
+        for (i64 r = 0; r < H; ++r) {
+            i64 lo, hi;
+            stripe_rows(r, H, S, h, &lo, &hi);
+            const i64 b0 = max64(0, lo - r + ph), b1 = min64(kH, hi - r + ph);
+            float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
+            for (i64 cb = 0; cb < C; cb += 8) {
+                i64 w = 0;
+                for (; w < W; ) {
+                    /* kW == 3 (every kernel of the default model): 8 columns per block, the 10
+                     * input vectors of a kernel row loaded once for its 3 taps */
+                    if (kW == 3 && w >= 1 && w + WB3 < W) {
+                        v8 acc[WB3] = {};
+                        for (i64 a = a0; a < a1; ++a) {
+                            for (i64 b = b0; b < b1; ++b) {
+                                const float *xp = x + (((n * T + t + a - pt) * H + r + b - ph) * W + w - 1) * C + cb;
+                                const float *k_row = k + ((a * kH + b) * 3) * C + cb;
+                                const v8 k0 = LOAD8(k_row), k1 = LOAD8(k_row + C), k2 = LOAD8(k_row + 2 * C);
+                                v8 xv[WB3 + 2];
+                                for (int j = 0; j < WB3 + 2; ++j) xv[j] = LOAD8(xp + j * C);
+                                for (int j = 0; j < WB3; ++j) acc[j] += xv[j] * k0 + xv[j + 1] * k1 + xv[j + 2] * k2;
+                            }
+                        }
+                        for (int j = 0; j < WB3; ++j) STORE8(out_row + (w + j) * C + cb, acc[j]);
+                        w += WB3;
+                    } else if (w >= pw && w + WB - 1 + pw < W) { /* taps inside [0, W): no checks */
+                        v8 acc[WB] = {};
+                        for (i64 a = a0; a < a1; ++a) {
+                            for (i64 b = b0; b < b1; ++b) {
+                                const float *x_row = x + (((n * T + t + a - pt) * H + r + b - ph) * W) * C + cb;
+                                const float *k_row = k + ((a * kH + b) * kW) * C + cb;
+                                for (i64 d = 0; d < kW; ++d) {
+                                    const v8 kv = LOAD8(k_row + d * C);
+                                    const float *xp = x_row + (w + d - pw) * C;
+                                    for (int j = 0; j < WB; ++j) acc[j] += LOAD8(xp + j * C) * kv;
+                                }
+                            }
+                        }
+                        for (int j = 0; j < WB; ++j) STORE8(out_row + (w + j) * C + cb, acc[j]);
+                        w += WB;
+                    } else {
+                        v8 acc = {};
+                        const i64 d0 = max64(0, pw - w), d1 = min64(kW, W - w + pw);
+                        for (i64 a = a0; a < a1; ++a) {
+                            for (i64 b = b0; b < b1; ++b) {
+                                const float *x_row = x + (((n * T + t + a - pt) * H + r + b - ph) * W) * C + cb;
+                                const float *k_row = k + ((a * kH + b) * kW) * C + cb;
+                                for (i64 d = d0; d < d1; ++d)
+                                    acc += LOAD8(x_row + (w + d - pw) * C) * LOAD8(k_row + d * C);
+                            }
+                        }
+                        STORE8(out_row + w * C + cb, acc);
+                        w += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Weight gradient for C % 8 == 0: each (tap, 8-channel block) sums a whole row in two registers. */
+static void weight_grad_c8(const float *__restrict__ x, const float *__restrict__ g, double *__restrict__ acc,
+                           float *__restrict__ scratch,
+                           i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 kW, i64 S, i64 h,
+                           i64 begin, i64 end) {
+    const i64 pt = kT / 2, ph = kH / 2, pw = kW / 2;
+    const i64 K = kT * kH * kW * C;
+    for (i64 nt = begin; nt < end; ++nt) {
+        const i64 n = nt / T, t = nt % T;
+        const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
+        memset(scratch, 0, sizeof(float) * K);
+        for (i64 r = 0; r < H; ++r) {
+            i64 lo, hi;
+            stripe_rows(r, H, S, h, &lo, &hi);
+            const i64 b0 = max64(0, lo - r + ph), b1 = min64(kH, hi - r + ph);
+            const float *g_row = g + ((nt * H + r) * W) * C;
+            for (i64 a = a0; a < a1; ++a) {
+                for (i64 b = b0; b < b1; ++b) {
+                    const float *x_row = x + (((n * T + t + a - pt) * H + r + b - ph) * W) * C;
+                    float *s_row = scratch + ((a * kH + b) * kW) * C;
+                    for (i64 d = 0; d < kW; ++d) {
+                        const i64 w0 = max64(0, pw - d), w1 = min64(W, W + pw - d);
+                        for (i64 cb = 0; cb < C; cb += 8) {
+                            v8 s0 = {}, s1 = {};
+                            i64 w = w0;
+                            for (; w + 1 < w1; w += 2) {
+                                s0 += LOAD8(x_row + (w + d - pw) * C + cb) * LOAD8(g_row + w * C + cb);
+                                s1 += LOAD8(x_row + (w + 1 + d - pw) * C + cb) * LOAD8(g_row + (w + 1) * C + cb);
+                            }
+                            if (w < w1) s0 += LOAD8(x_row + (w + d - pw) * C + cb) * LOAD8(g_row + w * C + cb);
+                            STORE8(s_row + d * C + cb, LOAD8(s_row + d * C + cb) + s0 + s1);
+                        }
+                    }
+                }
+            }
+        }
+        for (i64 i = 0; i < K; ++i) acc[i] += (double)scratch[i];
+    }
+}
+/* ---- Single-input-channel dense conv (the stem: 1 -> C channels, 'same' padding) ----------
+ * y[n,t,r,w,:] = sum_{a,b,d} x[n, t+a-pt, r+b-ph, w+d-pw] * k[a,b,d,:]; x is (N, T, H, W) with
+ * one channel, so every tap broadcasts one input value over the C output channels. No stripes. */
+
+/* Blocked stem forward for C % 8 == 0 (same structure as forward_c8, input values broadcast). */
+static void stem_forward_c8(const float *__restrict__ x, const float *__restrict__ k, float *__restrict__ y,
+                            i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 kW, i64 nt, i64 r) {
+    const i64 pt = kT / 2, ph = kH / 2, pw = kW / 2;
+    const i64 n = nt / T, t = nt % T;
+    const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
+    const i64 b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
+    float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
+    for (i64 cb = 0; cb < C; cb += 8) {
+        for (i64 w = 0; w < W; ) {
+            if (w >= pw && w + WB - 1 + pw < W) {
+                v8 acc[WB] = {};
+                for (i64 a = a0; a < a1; ++a) {
+                    for (i64 b = b0; b < b1; ++b) {
+                        const float *x_row = x + ((n * T + t + a - pt) * H + r + b - ph) * W;
+                        const float *k_row = k + ((a * kH + b) * kW) * C + cb;
+                        for (i64 d = 0; d < kW; ++d) {
+                            const v8 kv = LOAD8(k_row + d * C);
+                            const float *xp = x_row + w + d - pw;
+                            for (int j = 0; j < WB; ++j) acc[j] += xp[j] * kv;
+                        }
+                    }
+                }
+                for (int j = 0; j < WB; ++j) STORE8(out_row + (w + j) * C + cb, acc[j]);
+                w += WB;
+            } else {
+                v8 acc = {};
+                const i64 d0 = max64(0, pw - w), d1 = min64(kW, W - w + pw);
+                for (i64 a = a0; a < a1; ++a) {
+                    for (i64 b = b0; b < b1; ++b) {
+                        const float *x_row = x + ((n * T + t + a - pt) * H + r + b - ph) * W;
+                        const float *k_row = k + ((a * kH + b) * kW) * C + cb;
+                        for (i64 d = d0; d < d1; ++d) acc += x_row[w + d - pw] * LOAD8(k_row + d * C);
+                    }
+                }
+                STORE8(out_row + w * C + cb, acc);
+                w += 1;
+            }
+        }
+    }
+}
+
+static void stem_forward_range(const float *__restrict__ x, const float *__restrict__ k, const float *__restrict__ bias,
+                               i64 relu, float *__restrict__ y, i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH,
+                               i64 kW, i64 begin, i64 end) {
+    const i64 pt = kT / 2, ph = kH / 2, pw = kW / 2;
+    for (i64 nt = begin; nt < end; ++nt) {
+        const i64 n = nt / T, t = nt % T;
+        const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
+        for (i64 r = 0; r < H; ++r) {
+            const i64 b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
+            float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
+            if (C % 8 == 0) {
+                stem_forward_c8(x, k, y, T, H, W, C, kT, kH, kW, nt, r);
+            } else {
+            memset(out_row, 0, sizeof(float) * W * C);
+            for (i64 a = a0; a < a1; ++a) {
+                for (i64 b = b0; b < b1; ++b) {
+                    const float *__restrict__ x_row = x + ((n * T + t + a - pt) * H + r + b - ph) * W;
+                    const float *__restrict__ k_row = k + ((a * kH + b) * kW) * C;
+                    for (i64 w = 0; w < W; ++w) {
+                        float *__restrict__ o = out_row + w * C;
+                        const i64 d0 = max64(0, pw - w), d1 = min64(kW, W - w + pw);
+                        for (i64 d = d0; d < d1; ++d) {
+                            const float xv = x_row[w + d - pw];
+                            const float *__restrict__ kp = k_row + d * C;
+                            for (i64 c = 0; c < C; ++c) o[c] += xv * kp[c];
+                        }
+                    }
+                }
+            }
+            }
+            /* optional epilogue while the row is in L1: + bias, ReLU (a folded eval-mode BN) */
+            if (bias)
+                for (i64 w = 0; w < W; ++w)
+                    for (i64 c = 0; c < C; ++c) out_row[w * C + c] += bias[c];
+            if (relu)
+                for (i64 i = 0; i < W * C; ++i) out_row[i] = out_row[i] > 0.0f ? out_row[i] : 0.0f;
+        }
+    }
+}
+
+/* acc[a,b,d,:] += sum over frames [begin, end) of x[.., t+a-pt, r+b-ph, w+d-pw] * g[n,t,r,w,:] */
+static void stem_weight_grad_range(const float *__restrict__ x, const float *__restrict__ g, double *__restrict__ acc,
+                                   float *__restrict__ scratch, i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH,
+                                   i64 kW, i64 begin, i64 end) {
+    const i64 pt = kT / 2, ph = kH / 2, pw = kW / 2;
+    const i64 K = kT * kH * kW * C;
+    for (i64 nt = begin; nt < end; ++nt) {
+        const i64 n = nt / T, t = nt % T;
+        const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
+        memset(scratch, 0, sizeof(float) * K);
+        for (i64 r = 0; r < H; ++r) {
+            const i64 b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
+            const float *__restrict__ g_row = g + ((nt * H + r) * W) * C;
+            for (i64 a = a0; a < a1; ++a) {
+                for (i64 b = b0; b < b1; ++b) {
+                    const float *__restrict__ x_row = x + ((n * T + t + a - pt) * H + r + b - ph) * W;
+                    float *__restrict__ s_row = scratch + ((a * kH + b) * kW) * C;
+                    if (C % 8 == 0) {
+                        for (i64 d = 0; d < kW; ++d) {
+                            const i64 w0 = max64(0, pw - d), w1 = min64(W, W + pw - d);
+                            for (i64 cb = 0; cb < C; cb += 8) {
+                                v8 s0 = {}, s1 = {};
+                                i64 w = w0;
+                                for (; w + 1 < w1; w += 2) {
+                                    s0 += x_row[w + d - pw] * LOAD8(g_row + w * C + cb);
+                                    s1 += x_row[w + 1 + d - pw] * LOAD8(g_row + (w + 1) * C + cb);
+                                }
+                                if (w < w1) s0 += x_row[w + d - pw] * LOAD8(g_row + w * C + cb);
+                                STORE8(s_row + d * C + cb, LOAD8(s_row + d * C + cb) + s0 + s1);
+                            }
+                        }
+                        continue;
+                    }
+                    for (i64 w = 0; w < W; ++w) {
+                        const float *__restrict__ gp = g_row + w * C;
+                        const i64 d0 = max64(0, pw - w), d1 = min64(kW, W - w + pw);
+                        for (i64 d = d0; d < d1; ++d) {
+                            const float xv = x_row[w + d - pw];
+                            float *__restrict__ sp = s_row + d * C;
+                            for (i64 c = 0; c < C; ++c) sp[c] += xv * gp[c];
+                        }
+                    }
+                }
+            }
+        }
+        for (i64 i = 0; i < K; ++i) acc[i] += (double)scratch[i];
+    }
+}
+#define ROWS 256
+
+static inline float bn_affine(float x, float scale, float shift) { return x * scale + shift; }
+/* Window maximum and which of its 4 values (0..3, row-major) is first to reach it, branch-free so
+ * the channel loops vectorise; NaN compares unequal to itself, which is how it propagates. */
+#define WINDOW_MAX(v0, v1, v2, v3, c, m, k)                                  \
+    float m = v0[c], k = 0.0f;                                               \
+    { const int t1 = (v1[c] > m) | (v1[c] != v1[c]); m = t1 ? v1[c] : m; k = t1 ? 1.0f : k; } \
+    { const int t2 = (v2[c] > m) | (v2[c] != v2[c]); m = t2 ? v2[c] : m; k = t2 ? 2.0f : k; } \
+    { const int t3 = (v3[c] > m) | (v3[c] != v3[c]); m = t3 ? v3[c] : m; k = t3 ? 3.0f : k; }
+typedef int v8i __attribute__((vector_size(32), aligned(4)));
+
+/* Backward for one window over 8 channels, with vector masks (the scalar version's selects are
+ * left as branches by the compiler): NaN != NaN marks NaN, the first maximum wins. */
+static inline void window_grad8(const float *v0, const float *v1, const float *v2, const float *v3,
+                                const float *g, float *d0, float *d1, float *d2, float *d3) {
+    const v8 a0 = *(const v8 *)v0, a1 = *(const v8 *)v1, a2 = *(const v8 *)v2, a3 = *(const v8 *)v3;
+    const v8i one = {1, 1, 1, 1, 1, 1, 1, 1};
+    v8 m = a0;
+    v8i k = {};
+    v8i t = (a1 > m) | (a1 != a1);
+    m = (v8)(((v8i)a1 & t) | ((v8i)m & ~t));
+    k = (one & t) | (k & ~t);
+    t = (a2 > m) | (a2 != a2);
+    m = (v8)(((v8i)a2 & t) | ((v8i)m & ~t));
+    k = ((one + one) & t) | (k & ~t);
+    t = (a3 > m) | (a3 != a3);
+    k = ((one + one + one) & t) | (k & ~t);
+    const v8i gv = *(const v8i *)g, zero = {};
+    *(v8 *)d0 = (v8)(gv & (k == zero));
+    *(v8 *)d1 = (v8)(gv & (k == one));
+    *(v8 *)d2 = (v8)(gv & (k == one + one));
+    *(v8 *)d3 = (v8)(gv & (k == one + one + one));
+}
+
+/* ---- tensor-level entry points ------------------------------------------------------------- */
+
+constexpr auto kCL = at::MemoryFormat::ChannelsLast3d;
+
+void check_float_cpu(const at::Tensor &t, const char *name) {
+    TORCH_CHECK(t.device().is_cpu(), "lstc_gait_cpu: ", name, " must be a CPU tensor, got ", t.device());
+    TORCH_CHECK(t.scalar_type() == at::kFloat, "lstc_gait_cpu: ", name, " must be float32, got ", t.scalar_type());
+}
+
+void check_depthwise(const at::Tensor &x, const at::Tensor &weight) {
+    check_float_cpu(x, "x");
+    check_float_cpu(weight, "weight");
+    TORCH_CHECK(x.dim() == 5, "x must be (N, C, T, H, W), got ", x.sizes());
+    TORCH_CHECK(weight.dim() == 5 && weight.size(1) == 1 && weight.size(0) == x.size(1),
+                "weight must be (C, 1, kT, kH, kW) with C = x.size(1), got ", weight.sizes(), " for x ", x.sizes());
+    TORCH_CHECK(weight.size(2) % 2 == 1 && weight.size(3) % 2 == 1 && weight.size(4) % 2 == 1,
+                "kernel sizes must be odd, got ", weight.sizes());
+}
+
+/* (C, 1, kT, kH, kW) -> (kT, kH, kW, C) contiguous: channels innermost, like the data. */
+at::Tensor kernel_channels_last(const at::Tensor &weight) {
+    return weight.select(1, 0).permute({1, 2, 3, 0}).contiguous();
+}
+
+/* Independent work chunks: torch's intra-op thread count, at most one chunk per work item. */
+i64 chunk_count(i64 items) { return std::max<i64>(1, std::min<i64>(at::get_num_threads(), items)); }
+
+/* Sum the per-chunk float64 partial kernels (chunks, kT*kH*kW*C) into a (C, 1, kT, kH, kW) float32 gradient. */
+at::Tensor kernel_from_partials(const at::Tensor &acc, i64 kT, i64 kH, i64 kW, i64 C) {
+    return acc.sum(0).view({kT, kH, kW, C}).permute({3, 0, 1, 2}).unsqueeze(1).to(at::kFloat).contiguous();
+}
+
+at::Tensor stripe_depthwise_forward(const at::Tensor &x, const at::Tensor &weight, int64_t num_stripes) {
+    check_depthwise(x, weight);
+    const i64 N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4);
+    TORCH_CHECK(num_stripes >= 1 && H >= num_stripes, "need 1 <= num_stripes <= H, got num_stripes=", num_stripes,
+                " for H=", H);
+    const i64 kT = weight.size(2), kH = weight.size(3), kW = weight.size(4), S = num_stripes;
+    const i64 h = std::max<i64>(1, H / S);
+    const at::Tensor xc = x.contiguous(kCL), k = kernel_channels_last(weight);
+    at::Tensor y = at::empty(x.sizes(), x.options().memory_format(kCL));
+    if (y.numel() == 0) return y;
+    const float *xp = xc.data_ptr<float>(), *kp = k.data_ptr<float>();
+    float *yp = y.data_ptr<float>();
+    at::parallel_for(0, N * T, 1, [&](i64 begin, i64 end) {
+        if (C % 8 == 0)
+            forward_c8(xp, kp, yp, T, H, W, C, kT, kH, kW, S, h, begin, end);
+        else
+            forward_any_c(xp, kp, yp, N, T, H, W, C, kT, kH, kW, S, h, begin, end);
+    });
+    return y;
+}
+
+at::Tensor stripe_depthwise_weight_grad(const at::Tensor &x, const at::Tensor &grad_out, at::IntArrayRef kernel_size,
+                                        int64_t num_stripes) {
+    check_float_cpu(x, "x");
+    check_float_cpu(grad_out, "grad_out");
+    TORCH_CHECK(x.dim() == 5 && grad_out.sizes() == x.sizes(), "grad_out must match x (N, C, T, H, W): ",
+                grad_out.sizes(), " vs ", x.sizes());
+    TORCH_CHECK(kernel_size.size() == 3, "kernel_size must be (kT, kH, kW)");
+    const i64 N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4);
+    const i64 kT = kernel_size[0], kH = kernel_size[1], kW = kernel_size[2], S = num_stripes;
+    TORCH_CHECK(kT % 2 == 1 && kH % 2 == 1 && kW % 2 == 1 && kT > 0 && kH > 0 && kW > 0,
+                "kernel sizes must be odd and positive, got ", kernel_size);
+    TORCH_CHECK(S >= 1 && H >= S, "need 1 <= num_stripes <= H, got num_stripes=", S, " for H=", H);
+    const i64 h = std::max<i64>(1, H / S), K = kT * kH * kW * C, frames = N * T, chunks = chunk_count(frames);
+    const at::Tensor xc = x.contiguous(kCL), g = grad_out.contiguous(kCL);
+    at::Tensor acc = at::zeros({chunks, K}, x.options().dtype(at::kDouble));
+    at::Tensor scratch = at::empty({chunks, K}, x.options());
+    const float *xp = xc.data_ptr<float>(), *gp = g.data_ptr<float>();
+    double *ap = acc.data_ptr<double>();
+    float *sp = scratch.data_ptr<float>();
+    at::parallel_for(0, chunks, 1, [&](i64 begin, i64 end) {
+        for (i64 i = begin; i < end; ++i) {
+            const i64 f0 = frames * i / chunks, f1 = frames * (i + 1) / chunks;
+            if (C % 8 == 0)
+                weight_grad_c8(xp, gp, ap + i * K, sp + i * K, T, H, W, C, kT, kH, kW, S, h, f0, f1);
+            else
+                weight_grad_any_c(xp, gp, ap + i * K, sp + i * K, N, T, H, W, C, kT, kH, kW, S, h, f0, f1);
+        }
+    });
+    return kernel_from_partials(acc, kT, kH, kW, C);
+}
+
+at::Tensor stem_conv3d_forward(const at::Tensor &x, const at::Tensor &weight, const c10::optional<at::Tensor> &bias,
+                               bool relu) {
+    check_float_cpu(x, "x");
+    check_float_cpu(weight, "weight");
+    TORCH_CHECK(x.dim() == 5 && x.size(1) == 1, "x must be (N, 1, T, H, W), got ", x.sizes());
+    TORCH_CHECK(weight.dim() == 5 && weight.size(1) == 1, "weight must be (C, 1, kT, kH, kW), got ", weight.sizes());
+    TORCH_CHECK(weight.size(2) % 2 == 1 && weight.size(3) % 2 == 1 && weight.size(4) % 2 == 1,
+                "kernel sizes must be odd, got ", weight.sizes());
+    const i64 N = x.size(0), T = x.size(2), H = x.size(3), W = x.size(4), C = weight.size(0);
+    const i64 kT = weight.size(2), kH = weight.size(3), kW = weight.size(4);
+    at::Tensor b;
+    if (bias.has_value()) {
+        check_float_cpu(*bias, "bias");
+        TORCH_CHECK(bias->dim() == 1 && bias->size(0) == C, "bias must be (", C, "), got ", bias->sizes());
+        b = bias->contiguous();
+    }
+    const at::Tensor xc = x.contiguous(), k = kernel_channels_last(weight);
+    at::Tensor y = at::empty({N, C, T, H, W}, x.options().memory_format(kCL));
+    if (y.numel() == 0) return y;
+    const float *xp = xc.data_ptr<float>(), *kp = k.data_ptr<float>(), *bp = b.defined() ? b.data_ptr<float>() : nullptr;
+    float *yp = y.data_ptr<float>();
+    at::parallel_for(0, N * T, 1, [&](i64 begin, i64 end) {
+        stem_forward_range(xp, kp, bp, relu ? 1 : 0, yp, T, H, W, C, kT, kH, kW, begin, end);
+    });
+    return y;
+}
+
+at::Tensor stem_conv3d_weight_grad(const at::Tensor &x, const at::Tensor &grad_out, at::IntArrayRef kernel_size) {
+    check_float_cpu(x, "x");
+    check_float_cpu(grad_out, "grad_out");
+    TORCH_CHECK(x.dim() == 5 && x.size(1) == 1, "x must be (N, 1, T, H, W), got ", x.sizes());
+    TORCH_CHECK(grad_out.dim() == 5 && grad_out.size(0) == x.size(0) && grad_out.size(2) == x.size(2) &&
+                    grad_out.size(3) == x.size(3) && grad_out.size(4) == x.size(4),
+                "grad_out must be (N, C, T, H, W) matching x, got ", grad_out.sizes(), " for x ", x.sizes());
+    TORCH_CHECK(kernel_size.size() == 3, "kernel_size must be (kT, kH, kW)");
+    const i64 N = x.size(0), T = x.size(2), H = x.size(3), W = x.size(4), C = grad_out.size(1);
+    const i64 kT = kernel_size[0], kH = kernel_size[1], kW = kernel_size[2];
+    TORCH_CHECK(kT % 2 == 1 && kH % 2 == 1 && kW % 2 == 1 && kT > 0 && kH > 0 && kW > 0,
+                "kernel sizes must be odd and positive, got ", kernel_size);
+    const i64 K = kT * kH * kW * C, frames = N * T, chunks = chunk_count(frames);
+    const at::Tensor xc = x.contiguous(), g = grad_out.contiguous(kCL);
+    at::Tensor acc = at::zeros({chunks, K}, x.options().dtype(at::kDouble));
+    at::Tensor scratch = at::empty({chunks, K}, x.options());
+    const float *xp = xc.data_ptr<float>(), *gp = g.data_ptr<float>();
+    double *ap = acc.data_ptr<double>();
+    float *sp = scratch.data_ptr<float>();
+    at::parallel_for(0, chunks, 1, [&](i64 begin, i64 end) {
+        for (i64 i = begin; i < end; ++i)
+            stem_weight_grad_range(xp, gp, ap + i * K, sp + i * K, T, H, W, C, kT, kH, kW, frames * i / chunks,
+                                   frames * (i + 1) / chunks);
+    });
+    return kernel_from_partials(acc, kT, kH, kW, C);
+}
+
+at::Tensor max_pool_hw2_forward(const at::Tensor &x) {
+    check_float_cpu(x, "x");
+    TORCH_CHECK(x.dim() == 5, "x must be (N, C, T, H, W), got ", x.sizes());
+    const i64 N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4);
+    const i64 Ho = H / 2, Wo = W / 2, F = N * T;
+    const at::Tensor xc = x.contiguous(kCL);
+    at::Tensor y = at::empty({N, C, T, Ho, Wo}, x.options().memory_format(kCL));
+    if (y.numel() == 0) return y;
+    const float *xp = xc.data_ptr<float>();
+    float *yp = y.data_ptr<float>();
+    at::parallel_for(0, F * Ho, 1, [&](i64 begin, i64 end) {
+        for (i64 fr = begin; fr < end; ++fr) {
+            const i64 f = fr / Ho, i = fr % Ho;
+            const float *r0 = xp + ((f * H + 2 * i) * W) * C, *r1 = r0 + W * C;
+            float *out = yp + ((f * Ho + i) * Wo) * C;
+            for (i64 j = 0; j < Wo; ++j) {
+                const float *__restrict__ v0 = r0 + 2 * j * C, *__restrict__ v1 = v0 + C;
+                const float *__restrict__ v2 = r1 + 2 * j * C, *__restrict__ v3 = v2 + C;
+                float *__restrict__ o = out + j * C;
+                for (i64 c = 0; c < C; ++c) {
+                    WINDOW_MAX(v0, v1, v2, v3, c, m, k)
+                    (void)k;
+                    o[c] = m;
+                }
+            }
+        }
+    });
+    return y;
+}
+
+at::Tensor max_pool_hw2_backward(const at::Tensor &x, const at::Tensor &grad_out) {
+    check_float_cpu(x, "x");
+    check_float_cpu(grad_out, "grad_out");
+    TORCH_CHECK(x.dim() == 5, "x must be (N, C, T, H, W), got ", x.sizes());
+    const i64 N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4);
+    const i64 Ho = H / 2, Wo = W / 2, F = N * T;
+    TORCH_CHECK(grad_out.dim() == 5 && grad_out.size(0) == N && grad_out.size(1) == C && grad_out.size(2) == T &&
+                    grad_out.size(3) == Ho && grad_out.size(4) == Wo,
+                "grad_out must be (N, C, T, H // 2, W // 2), got ", grad_out.sizes(), " for x ", x.sizes());
+    const at::Tensor xc = x.contiguous(kCL), gy = grad_out.contiguous(kCL);
+    at::Tensor gx = at::empty(x.sizes(), x.options().memory_format(kCL));
+    if (gx.numel() == 0) return gx;
+    if (Ho == 0 || Wo == 0) return gx.zero_();
+    const float *xp = xc.data_ptr<float>(), *gp = gy.data_ptr<float>();
+    float *gxp = gx.data_ptr<float>();
+    at::parallel_for(0, F * Ho, 1, [&](i64 begin, i64 end) {
+        for (i64 fr = begin; fr < end; ++fr) {
+            const i64 f = fr / Ho, i = fr % Ho;
+            const float *r0 = xp + ((f * H + 2 * i) * W) * C, *r1 = r0 + W * C;
+            float *q0 = gxp + ((f * H + 2 * i) * W) * C, *q1 = q0 + W * C;
+            const float *g = gp + ((f * Ho + i) * Wo) * C;
+            for (i64 j = 0; j < Wo; ++j) {
+                const float *v0 = r0 + 2 * j * C, *v1 = v0 + C, *v2 = r1 + 2 * j * C, *v3 = v2 + C;
+                float *d0 = q0 + 2 * j * C, *d1 = d0 + C, *d2 = q1 + 2 * j * C, *d3 = d2 + C;
+                const float *gj = g + j * C;
+                i64 c = 0;
+                for (; c + 8 <= C; c += 8)
+                    window_grad8(v0 + c, v1 + c, v2 + c, v3 + c, gj + c, d0 + c, d1 + c, d2 + c, d3 + c);
+                for (; c < C; ++c) {
+                    WINDOW_MAX(v0, v1, v2, v3, c, m, k)
+                    (void)m;
+                    const float gv = gj[c];
+                    d0[c] = k == 0.0f ? gv : 0.0f;
+                    d1[c] = k == 1.0f ? gv : 0.0f;
+                    d2[c] = k == 2.0f ? gv : 0.0f;
+                    d3[c] = k == 3.0f ? gv : 0.0f;
+                }
+            }
+            /* an odd last column is outside every window */
+            for (i64 q = 2 * Wo * C; q < W * C; ++q) q0[q] = q1[q] = 0.0f;
+        }
+    });
+    if (H % 2) gx.narrow(3, H - 1, 1).zero_();  /* an odd last row likewise */
+    return gx;
+}
+
+/* ---- training BatchNorm + ReLU written into a concatenation ------------------------------- */
+
+/* scale = weight / sqrt(var + eps), shift = bias - mean * scale: the one definition the forward and
+ * the backward (which recomputes the ReLU mask from x) share, so both see the same mask. */
+void bn_scale_shift(const at::Tensor &mean, const at::Tensor &var, double eps, const at::Tensor &weight,
+                    const at::Tensor &bias, std::vector<float> &scale, std::vector<float> &shift,
+                    std::vector<double> &invstd) {
+    const i64 C = mean.numel();
+    const float *m = mean.data_ptr<float>(), *v = var.data_ptr<float>();
+    const at::Tensor w = weight.contiguous(), b = bias.contiguous();
+    const float *wp = w.data_ptr<float>(), *bp = b.data_ptr<float>();
+    scale.resize(C);
+    shift.resize(C);
+    invstd.resize(C);
+    for (i64 c = 0; c < C; ++c) {
+        invstd[c] = 1.0 / std::sqrt((double)v[c] + eps);
+        scale[c] = (float)((double)wp[c] * invstd[c]);
+        shift[c] = bp[c] - m[c] * scale[c];
+    }
+}
+
+/* Per-channel sums over P rows of C (row stride ld) in float64, from float partial sums over blocks
+ * of ROWS rows: f(row_of_a, row_of_b, c, &s0, &s1) adds its two terms. */
+template <typename Body>
+std::pair<std::vector<double>, std::vector<double>> channel_sums(i64 P, i64 C, const Body &body) {
+    const i64 chunks = chunk_count(P);
+    std::vector<double> part0(chunks * C, 0.0), part1(chunks * C, 0.0);
+    at::parallel_for(0, chunks, 1, [&](i64 cb, i64 ce) {
+        std::vector<float> f0(C), f1(C);
+        for (i64 ch = cb; ch < ce; ++ch) {
+            const i64 begin = P * ch / chunks, end = P * (ch + 1) / chunks;
+            double *s0 = part0.data() + ch * C, *s1 = part1.data() + ch * C;
+            for (i64 p0 = begin; p0 < end; p0 += ROWS) {
+                const i64 p1 = std::min<i64>(p0 + ROWS, end);
+                std::fill(f0.begin(), f0.end(), 0.0f);
+                std::fill(f1.begin(), f1.end(), 0.0f);
+                for (i64 p = p0; p < p1; ++p) body(p, f0.data(), f1.data());
+                for (i64 c = 0; c < C; ++c) {
+                    s0[c] += f0[c];
+                    s1[c] += f1[c];
+                }
+            }
+        }
+    });
+    std::vector<double> sum0(C, 0.0), sum1(C, 0.0);
+    for (i64 ch = 0; ch < chunks; ++ch)
+        for (i64 c = 0; c < C; ++c) {
+            sum0[c] += part0[ch * C + c];
+            sum1[c] += part1[ch * C + c];
+        }
+    return {sum0, sum1};
+}
+
+void check_bn_args(at::TensorList inputs, at::TensorList weights, at::TensorList biases, at::ArrayRef<double> eps) {
+    TORCH_CHECK(!inputs.empty(), "batch_norm_relu_concat needs at least one BatchNorm input");
+    TORCH_CHECK(weights.size() == inputs.size() && biases.size() == inputs.size() && eps.size() == inputs.size(),
+                "inputs, weights, biases and eps must have the same length");
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        check_float_cpu(inputs[i], "inputs[i]");
+        check_float_cpu(weights[i], "weights[i]");
+        check_float_cpu(biases[i], "biases[i]");
+        TORCH_CHECK(inputs[i].dim() == 5, "inputs must be (N, C, T, H, W), got ", inputs[i].sizes());
+        TORCH_CHECK(weights[i].numel() == inputs[i].size(1) && biases[i].numel() == inputs[i].size(1),
+                    "weights[i] and biases[i] must have one value per channel of inputs[i]");
+        for (int d : {0, 2, 3, 4})
+            TORCH_CHECK(inputs[i].size(d) == inputs[0].size(d), "all inputs must share N, T, H and W");
+        TORCH_CHECK(inputs[i].numel() > inputs[i].size(1), "BatchNorm needs more than one value per channel");
+    }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_relu_concat_forward(
+    at::TensorList inputs, at::TensorList weights, at::TensorList biases, at::ArrayRef<double> eps,
+    at::TensorList passthrough) {
+    check_bn_args(inputs, weights, biases, eps);
+    const at::Tensor &ref = inputs[0];
+    const i64 N = ref.size(0), T = ref.size(2), H = ref.size(3), W = ref.size(4), P = N * T * H * W;
+    i64 total = 0, bn_channels = 0;
+    for (const auto &x : inputs) bn_channels += x.size(1);
+    total = bn_channels;
+    for (const auto &t : passthrough) {
+        TORCH_CHECK(t.dim() == 5 && t.size(0) == N && t.size(2) == T && t.size(3) == H && t.size(4) == W,
+                    "passthrough tensors must share N, T, H and W with the inputs, got ", t.sizes());
+        total += t.size(1);
+    }
+    at::Tensor out = at::empty({N, total, T, H, W}, ref.options().memory_format(kCL));
+    at::Tensor mean_all = at::empty({bn_channels}, ref.options()), var_all = at::empty({bn_channels}, ref.options());
+    float *op = out.data_ptr<float>();
+    i64 offset = 0;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        const at::Tensor x = inputs[i].contiguous(kCL);
+        const i64 C = x.size(1);
+        const float *xp = x.data_ptr<float>();
+        std::vector<float> first(xp, xp + C);  // shift: no cancellation when |mean| >> std
+        const float *rp = first.data();
+        auto sums = channel_sums(P, C, [&](i64 p, float *s0, float *s1) {
+            const float *row = xp + p * C;
+            for (i64 c = 0; c < C; ++c) {
+                const float d = row[c] - rp[c];
+                s0[c] += d;
+                s1[c] += d * d;
+            }
+        });
+        at::Tensor mean = mean_all.narrow(0, offset, C), var = var_all.narrow(0, offset, C);
+        float *mp = mean.data_ptr<float>(), *vp = var.data_ptr<float>();
+        for (i64 c = 0; c < C; ++c) {
+            const double sm = sums.first[c] / P;
+            mp[c] = (float)(rp[c] + sm);
+            vp[c] = (float)std::max(0.0, sums.second[c] / P - sm * sm);
+        }
+        std::vector<float> scale, shift;
+        std::vector<double> invstd;
+        bn_scale_shift(mean.contiguous(), var.contiguous(), eps[i], weights[i], biases[i], scale, shift, invstd);
+        const float *sc = scale.data(), *sh = shift.data();
+        const i64 off = offset;
+        at::parallel_for(0, P, 2048, [&](i64 begin, i64 end) {
+            for (i64 p = begin; p < end; ++p) {
+                const float *__restrict__ row = xp + p * C;
+                float *__restrict__ o = op + p * total + off;
+                for (i64 c = 0; c < C; ++c) {
+                    const float v = row[c] * sc[c] + sh[c];
+                    o[c] = v > 0.0f ? v : 0.0f;
+                }
+            }
+        });
+        offset += C;
+    }
+    for (const auto &t : passthrough) {
+        out.narrow(1, offset, t.size(1)).copy_(t);
+        offset += t.size(1);
+    }
+    return {out, mean_all, var_all};
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> batch_norm_relu_concat_backward(
+    const at::Tensor &grad_out, at::TensorList inputs, at::TensorList weights, at::TensorList biases,
+    const at::Tensor &mean_all, const at::Tensor &var_all, at::ArrayRef<double> eps) {
+    check_bn_args(inputs, weights, biases, eps);
+    check_float_cpu(grad_out, "grad_out");
+    const at::Tensor &ref = inputs[0];
+    const i64 N = ref.size(0), T = ref.size(2), H = ref.size(3), W = ref.size(4), P = N * T * H * W;
+    TORCH_CHECK(grad_out.dim() == 5 && grad_out.size(0) == N && grad_out.size(2) == T && grad_out.size(3) == H &&
+                    grad_out.size(4) == W,
+                "grad_out must be (N, C_total, T, H, W), got ", grad_out.sizes());
+    const i64 total = grad_out.size(1);
+    const at::Tensor g = grad_out.contiguous(kCL), mean_c = mean_all.contiguous(), var_c = var_all.contiguous();
+    const float *gp = g.data_ptr<float>();
+    std::vector<at::Tensor> grad_inputs;
+    at::Tensor grad_weight = at::empty({mean_all.numel()}, ref.options());
+    at::Tensor grad_bias = at::empty({mean_all.numel()}, ref.options());
+    i64 offset = 0;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        const at::Tensor x = inputs[i].contiguous(kCL);
+        const i64 C = x.size(1);
+        TORCH_CHECK(offset + C <= total && offset + C <= mean_all.numel(), "grad_out has too few channels");
+        const at::Tensor mean = mean_c.narrow(0, offset, C).contiguous(), var = var_c.narrow(0, offset, C).contiguous();
+        std::vector<float> scale, shift;
+        std::vector<double> invstd;
+        bn_scale_shift(mean, var, eps[i], weights[i], biases[i], scale, shift, invstd);
+        const float *xp = x.data_ptr<float>(), *sc = scale.data(), *sh = shift.data(), *mp = mean.data_ptr<float>();
+        const i64 off = offset;
+        // over positions where the ReLU passed: sum(g) and sum(g * (x - mean))
+        auto sums = channel_sums(P, C, [&](i64 p, float *s0, float *s1) {
+            const float *gr = gp + p * total + off, *xr = xp + p * C;
+            for (i64 c = 0; c < C; ++c) {
+                const float gm = xr[c] * sc[c] + sh[c] > 0.0f ? gr[c] : 0.0f;
+                s0[c] += gm;
+                s1[c] += gm * (xr[c] - mp[c]);
+            }
+        });
+        // xhat = (x - mean) * invstd; dgamma = sum(g xhat), dbeta = sum(g);
+        // dx = gamma * invstd * (g - dbeta / P - xhat * dgamma / P) = A g + B x + K per channel.
+        const at::Tensor wc = weights[i].contiguous();
+        const float *wp = wc.data_ptr<float>();
+        std::vector<float> A(C), B(C), K(C);
+        float *gw = grad_weight.data_ptr<float>() + offset, *gb = grad_bias.data_ptr<float>() + offset;
+        for (i64 c = 0; c < C; ++c) {
+            const double dgamma = invstd[c] * sums.second[c], a = (double)wp[c] * invstd[c];
+            const double b = -a * invstd[c] * dgamma / P;
+            A[c] = (float)a;
+            B[c] = (float)b;
+            K[c] = (float)(-a * sums.first[c] / P - b * (double)mp[c]);
+            gw[c] = (float)dgamma;
+            gb[c] = (float)sums.first[c];
+        }
+        at::Tensor dx = at::empty(x.sizes(), x.options().memory_format(kCL));
+        float *dp = dx.data_ptr<float>();
+        const float *Ap = A.data(), *Bp = B.data(), *Kp = K.data();
+        at::parallel_for(0, P, 2048, [&](i64 begin, i64 end) {
+            for (i64 p = begin; p < end; ++p) {
+                const float *__restrict__ gr = gp + p * total + off, *__restrict__ xr = xp + p * C;
+                float *__restrict__ o = dp + p * C;
+                for (i64 c = 0; c < C; ++c) {
+                    const float gm = xr[c] * sc[c] + sh[c] > 0.0f ? gr[c] : 0.0f;
+                    o[c] = gm * Ap[c] + xr[c] * Bp[c] + Kp[c];
+                }
+            }
+        });
+        grad_inputs.push_back(dx);
+        offset += C;
+    }
+    return {grad_inputs, grad_weight, grad_bias};
+}
+
+/* ---- inference tail of a block: joint pointwise conv + ReLU, concatenation, fuse conv + ReLU -- */
+
+#define PB 8 /* positions per block: 8 independent accumulator chains cover the FMA latency */
+
+/* out[j, :] = act(bias + sum_k v[j, k] * wt[k, :]) for j < PB; v rows have stride K (PB rows,
+ * unused ones zero), out rows stride ldo, only the first `rows` rows are stored. */
+static void small_gemm(const float *__restrict__ v, i64 K, const float *__restrict__ wt,
+                       const float *__restrict__ bias, i64 N, float *__restrict__ out, i64 ldo, i64 rows) {
+    i64 ob = 0;
+    for (; ob + 8 <= N; ob += 8) {
+        const v8 b0 = LOAD8(bias + ob);
+        v8 acc[PB];
+        for (int j = 0; j < PB; ++j) acc[j] = b0;
+        for (i64 k = 0; k < K; ++k) {
+            const v8 w = LOAD8(wt + k * N + ob);
+            for (int j = 0; j < PB; ++j) acc[j] += v[j * K + k] * w;
+        }
+        for (i64 j = 0; j < rows; ++j) {
+            float *o = out + j * ldo + ob;
+            STORE8(o, acc[j]);
+            for (int q = 0; q < 8; ++q) o[q] = o[q] > 0.0f ? o[q] : 0.0f;
+        }
+    }
+    for (; ob < N; ++ob) { /* leftover output channels (N not a multiple of 8) */
+        for (i64 j = 0; j < rows; ++j) {
+            float s = bias[ob];
+            for (i64 k = 0; k < K; ++k) s += v[j * K + k] * wt[k * N + ob];
+            out[j * ldo + ob] = s < 0.0f ? 0.0f : s;
+        }
+    }
+}
+
+/* (out, in, 1, 1, 1) or (out, in) conv weight -> (in, out) contiguous */
+at::Tensor transposed_matrix(const at::Tensor &w) { return w.reshape({w.size(0), -1}).t().contiguous(); }
+
+at::Tensor block_tail_forward(at::TensorList direct, const c10::optional<at::Tensor> &joint,
+                              const c10::optional<at::Tensor> &joint_weight,
+                              const c10::optional<at::Tensor> &joint_bias, const at::Tensor &fuse_weight,
+                              const at::Tensor &fuse_bias) {
+    TORCH_CHECK(!direct.empty() || joint.has_value(), "block_tail needs at least one branch");
+    const at::Tensor &ref = direct.empty() ? *joint : direct[0];
+    check_float_cpu(ref, "branch output");
+    TORCH_CHECK(ref.dim() == 5, "branch outputs must be (N, C, T, H, W), got ", ref.sizes());
+    const i64 N = ref.size(0), T = ref.size(2), H = ref.size(3), W = ref.size(4), P = N * T * H * W;
+    std::vector<at::Tensor> rows;
+    std::vector<i64> widths;
+    i64 K = 0;
+    for (const auto &d : direct) {
+        check_float_cpu(d, "direct[i]");
+        TORCH_CHECK(d.dim() == 5 && d.size(0) == N && d.size(2) == T && d.size(3) == H && d.size(4) == W,
+                    "direct branch outputs must share N, T, H, W, got ", d.sizes());
+        rows.push_back(d.contiguous(kCL));
+        widths.push_back(d.size(1));
+        K += d.size(1);
+    }
+    at::Tensor j, wj, bj;
+    i64 cj = 0, cz = 0;
+    if (joint.has_value()) {
+        check_float_cpu(*joint, "joint");
+        TORCH_CHECK(joint->dim() == 5 && joint->size(0) == N && joint->size(2) == T && joint->size(3) == H &&
+                        joint->size(4) == W, "joint must share N, T, H, W, got ", joint->sizes());
+        j = joint->contiguous(kCL);
+        cj = j.size(1);
+        cz = cj;
+        if (joint_weight.has_value()) {
+            check_float_cpu(*joint_weight, "joint_weight");
+            TORCH_CHECK(joint_weight->size(1) == cj && joint_weight->numel() == joint_weight->size(0) * cj,
+                        "joint_weight must be (C_z, C_joint[, 1, 1, 1]), got ", joint_weight->sizes());
+            TORCH_CHECK(joint_bias.has_value() && joint_bias->numel() == joint_weight->size(0),
+                        "joint_bias must be (C_z,)");
+            wj = transposed_matrix(*joint_weight);
+            bj = joint_bias->contiguous();
+            cz = joint_weight->size(0);
+        }
+    }
+    K += cz;
+    check_float_cpu(fuse_weight, "fuse_weight");
+    check_float_cpu(fuse_bias, "fuse_bias");
+    TORCH_CHECK(fuse_weight.size(1) == K && fuse_weight.numel() == fuse_weight.size(0) * K,
+                "fuse_weight takes ", fuse_weight.size(1), " channels, the branches give ", K);
+    const i64 cout = fuse_weight.size(0);
+    TORCH_CHECK(fuse_bias.numel() == cout, "fuse_bias must be (C_out,)");
+    const at::Tensor wf = transposed_matrix(fuse_weight), bf = fuse_bias.contiguous();
+    at::Tensor out = at::empty({N, cout, T, H, W}, ref.options().memory_format(kCL));
+    if (P == 0) return out;
+    std::vector<const float *> dp;
+    for (const auto &r : rows) dp.push_back(r.data_ptr<float>());
+    const float *jp = j.defined() ? j.data_ptr<float>() : nullptr, *wjp = wj.defined() ? wj.data_ptr<float>() : nullptr;
+    const float *bjp = bj.defined() ? bj.data_ptr<float>() : nullptr;
+    const float *wfp = wf.data_ptr<float>(), *bfp = bf.data_ptr<float>();
+    float *op = out.data_ptr<float>();
+    const i64 blocks = (P + PB - 1) / PB, zoff = K - cz;
+    at::parallel_for(0, blocks, 16, [&](i64 begin, i64 end) {
+        std::vector<float> v(PB * K, 0.0f), jin(PB * std::max<i64>(cj, 1), 0.0f);
+        for (i64 blk = begin; blk < end; ++blk) {
+            const i64 p0 = blk * PB, nrows = std::min<i64>(PB, P - p0);
+            for (i64 r = 0; r < nrows; ++r) {
+                float *vr = v.data() + r * K;
+                i64 off = 0;
+                for (size_t i = 0; i < dp.size(); ++i) {
+                    std::memcpy(vr + off, dp[i] + (p0 + r) * widths[i], sizeof(float) * widths[i]);
+                    off += widths[i];
+                }
+                if (cj && !wjp) std::memcpy(vr + zoff, jp + (p0 + r) * cj, sizeof(float) * cj);
+                if (cj && wjp) std::memcpy(jin.data() + r * cj, jp + (p0 + r) * cj, sizeof(float) * cj);
+            }
+            if (cj && wjp) /* z written straight into its slot of the concatenated rows */
+                small_gemm(jin.data(), cj, wjp, bjp, cz, v.data() + zoff, K, nrows);
+            small_gemm(v.data(), K, wfp, bfp, cout, op + p0 * cout, cout, nrows);
+        }
+    });
+    return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(lstc_gait_cpu, m) {
+    m.def("stripe_depthwise_conv3d(Tensor x, Tensor weight, int num_stripes) -> Tensor");
+    m.def("stripe_depthwise_conv3d_weight_grad(Tensor x, Tensor grad_out, int[] kernel_size, int num_stripes) -> Tensor");
+    m.def("stem_conv3d(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor");
+    m.def("stem_conv3d_weight_grad(Tensor x, Tensor grad_out, int[] kernel_size) -> Tensor");
+    m.def("max_pool_hw2(Tensor x) -> Tensor");
+    m.def("max_pool_hw2_backward(Tensor x, Tensor grad_out) -> Tensor");
+    m.def("batch_norm_relu_concat(Tensor[] inputs, Tensor[] weights, Tensor[] biases, float[] eps, "
+          "Tensor[] passthrough) -> (Tensor, Tensor, Tensor)");
+    m.def("batch_norm_relu_concat_backward(Tensor grad_out, Tensor[] inputs, Tensor[] weights, Tensor[] biases, "
+          "Tensor mean, Tensor var, float[] eps) -> (Tensor[], Tensor, Tensor)");
+    m.def("block_tail(Tensor[] direct, Tensor? joint, Tensor? joint_weight, Tensor? joint_bias, "
+          "Tensor fuse_weight, Tensor fuse_bias) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(lstc_gait_cpu, CPU, m) {
+    m.impl("stripe_depthwise_conv3d", &stripe_depthwise_forward);
+    m.impl("stripe_depthwise_conv3d_weight_grad", &stripe_depthwise_weight_grad);
+    m.impl("stem_conv3d", &stem_conv3d_forward);
+    m.impl("stem_conv3d_weight_grad", &stem_conv3d_weight_grad);
+    m.impl("max_pool_hw2", &max_pool_hw2_forward);
+    m.impl("max_pool_hw2_backward", &max_pool_hw2_backward);
+    m.impl("batch_norm_relu_concat", &batch_norm_relu_concat_forward);
+    m.impl("batch_norm_relu_concat_backward", &batch_norm_relu_concat_backward);
+    m.impl("block_tail", &block_tail_forward);
+}
