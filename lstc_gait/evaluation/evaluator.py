@@ -218,6 +218,8 @@ class Evaluator:
         tracker: ``MLflowTracker`` / ``NullTracker``; None logs nothing.
         progress: Show a progress bar (rank 0).
         show: Print the tables.
+        verification: Also compute ROC, EER and TAR@FAR 1e-2/1e-3 on the protocol's probe x gallery
+            pairs (metrics ``verify/...``) and write/log ``roc.png`` (``evaluation/verification.py``).
 
     Raises:
         EvaluationError: Unknown protocol or distance.
@@ -226,7 +228,7 @@ class Evaluator:
     def __init__(self, protocol: str, metric: str = "euclidean", test_rows: TestRows | None = None, *,
                  batch_size: int = 8, num_workers: int = 0, device: torch.device | str = "cpu",
                  amp: torch.dtype | bool | None = None, dist_info: Any = None, tracker: Any = None,
-                 progress: bool = True, show: bool = True) -> None:
+                 progress: bool = True, show: bool = True, verification: bool = True) -> None:
         if protocol not in PROTOCOL_NAMES:
             raise EvaluationError(f"protocol={protocol!r} is not one of: {', '.join(PROTOCOL_NAMES)}")
         if metric not in DISTANCES:
@@ -244,6 +246,7 @@ class Evaluator:
         self.tracker = tracker
         self.progress = progress
         self.show = show
+        self.verification = verification
         self.last: EvalResult | None = None
 
     def embed(self, model: nn.Module) -> np.ndarray:
@@ -309,10 +312,23 @@ class Evaluator:
         same = same_view_table(tables)  # the diagonal the cross-view protocol leaves out
         if same is not None:
             metrics.update({f"{k}/same_view_rank1": float(v) for k, v in same["mean"].items()})
+        roc = None
+        if self.verification:
+            from lstc_gait.evaluation.verification import plot_roc, protocol_verification
+
+            verify, roc = protocol_verification(self.protocol, embeddings, subjects, types, views, self.metric)
+            metrics = {**metrics, **verify}
         header = table_header(self.protocol, self.metric, checkpoint, split)
         files: dict[str, list[Path]] = {}
+        roc_file = None
         for out_dir in out_dirs:
             files = write_tables(tables, out_dir, header)
+            if roc is not None:
+                from lstc_gait.utils.fileio import atomic_output
+
+                roc_file = Path(out_dir) / "roc.png"
+                with atomic_output(roc_file) as tmp:
+                    plot_roc({f"{self.protocol} probe x gallery": roc}, tmp, title=f"ROC ({self.metric})")
         if self.show:
             print("\n" + format_tables(tables, header) + "\n", flush=True)
         if self.tracker is not None:
@@ -321,6 +337,8 @@ class Evaluator:
                     self.tracker.log_table(table, str(name).replace("/", "_"), files=tuple(files[name]))
             self.tracker.log_metrics({f"test/{k}": float(v) for k, v in metrics.items()
                                       if v is not None and np.isfinite(float(v))}, step=step)
+            if roc_file is not None and hasattr(self.tracker, "log_artifact"):
+                self.tracker.log_artifact(roc_file, "verification")
         self.last = EvalResult(dict(tables), dict(metrics), files, header)
         return self.last
 
