@@ -203,7 +203,7 @@ def test_callback_records_jobs_that_never_opened_a_run(tmp_path):
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
     assert len(children) == 2 and {c.info.status for c in children} == {"FAILED"}
     soft = next(c for c in children if c.data.tags["lstc_gait.overrides"] == "pooling=soft")
-    assert "is broken" in soft.data.tags["lstc_gait.error"]
+    assert "is broken" in soft.data.tags["error"]
     assert client.get_run(parent).info.status == "FAILED"
     table = pd.read_csv(sweep_dir / "comparison.csv")
     assert table["pooling"].tolist() == ["hard", "soft"] and set(table["status"]) == {"FAILED"}
