@@ -2,7 +2,7 @@
 
 Layout of a cache folder::
 
-    CACHE/meta.json              written last, atomically: names the current pack (the valid marker)
+    CACHE/meta.json              written last, atomically (fsynced): names the current pack (the valid marker)
     CACHE/pack-<token>/frames.u8 all frames, (total_frames, 64, 64) uint8, back to back
     CACHE/pack-<token>/offsets.npy  int64 (N + 1,) frame offsets of the N sequences
     CACHE/pack-<token>/index.csv subject, type, view, seq, source, num_frames, key
@@ -10,7 +10,8 @@ Layout of a cache folder::
     CACHE/prepare_report.csv     every skipped frame or sequence, and why
 
 A new pack is written beside the old one and only becomes visible when meta.json is replaced, so
-an interrupted run leaves the previous cache readable and never a half-written one.
+an interrupted run leaves the previous cache readable and never a half-written one. Files are
+renamed into place by :mod:`lstc_gait.utils.fileio`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lstc_gait.errors import UserError
+from lstc_gait.utils.fileio import atomic_output
+
 FORMAT_NAME = "lstc_gait-cache"
 FORMAT_VERSION = 1
 FRAME_SHAPE = (64, 64)
@@ -35,7 +39,7 @@ INDEX_COLUMNS = ["subject", "type", "view", "seq", "source", "num_frames"]
 _STR_COLUMNS = ["subject", "type", "view", "seq", "source", "key"]
 
 
-class CacheError(ValueError):
+class CacheError(UserError, ValueError):
     """A cache folder is missing, incomplete or inconsistent (the message names the file)."""
 
 
@@ -48,7 +52,12 @@ def summarise_report(report: pd.DataFrame) -> list[tuple[str, str, int, str]]:
 
     Returns:
         ``(level, cause, count, example path)`` tuples: sequences first, then frames; the most
-        frequent cause first within each level.
+        frequent cause first within each level (ties by cause name). Empty for a None or empty
+        report.
+
+    Raises:
+        KeyError: A non-empty ``report`` lacks the ``level``, ``path`` or ``cause``/``reason``
+            column.
     """
     if report is None or not len(report):
         return []
@@ -75,7 +84,11 @@ class EmptyCacheError(CacheError):
             what: Where the data came from (e.g. ``"under /data/raw"``), for the message.
 
         Returns:
-            The error (to raise).
+            The error (to raise). An unreadable or missing report file only shortens the message.
+
+        Raises:
+            KeyError: The report (given or read) has rows but lacks a column
+                :func:`summarise_report` needs.
         """
         cache_dir = Path(cache_dir)
         report_path = cache_dir / REPORT_FILE
@@ -117,18 +130,37 @@ def require_sequences(cache: SequenceCache) -> SequenceCache:
     return cache
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
+def write_text_synced(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, its data fsynced before the rename.
+
+    :func:`lstc_gait.utils.fileio.atomic_output` plus an ``fsync``: used for the files whose
+    presence marks something finished (``meta.json``, a prepare entry's JSON) and for the prepare
+    report, so a crash right after the rename cannot leave them empty.
+
+    Args:
+        path: The final file (its folder is created if missing).
+        text: Its whole content.
+
+    Raises:
+        OSError: The folder cannot be created or written.
+    """
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_meta(cache_dir: str | Path) -> dict | None:
-    """meta.json of a cache, or None when there is no (valid) one."""
+    """Read the ``meta.json`` of a cache folder.
+
+    Args:
+        cache_dir: The cache folder.
+
+    Returns:
+        The decoded metadata (``format``, ``version``, ``pack``, ``num_sequences``,
+        ``num_frames``, ``frame_shape`` and the prepare settings), or None when the file is
+        missing, unreadable, not JSON, or not a :data:`FORMAT_NAME` object.
+    """
     path = Path(cache_dir) / META_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -145,6 +177,28 @@ class SequenceCache:
     ``frames(i)`` returns a read-only (T, 64, 64) uint8 view into the memory-mapped pack, so it
     costs nothing until the pixels are touched. Safe to pickle into DataLoader workers (the map
     is reopened lazily in each process).
+
+    Args:
+        path: A finished cache folder (see the module docstring for its layout).
+
+    Attributes:
+        path: The cache folder.
+        meta: Its decoded ``meta.json`` (see :func:`read_meta`).
+        pack_dir: The current pack folder.
+        index: One row per sequence: ``subject, type, view, seq, source`` (str) and
+            ``num_frames`` (int64).
+        keys: Each sequence's prepare key (``sequence_key``), aligned with ``index``.
+        offsets: ``(N + 1,)`` int64 frame offsets; sequence ``i`` is frames
+            ``offsets[i]:offsets[i + 1]``.
+        total_frames: Frames in the pack.
+
+    Raises:
+        CacheError: The folder does not exist, has no valid ``meta.json`` (not a finished
+            cache), or its pack is damaged or inconsistent (unreadable ``index.csv`` or
+            ``offsets.npy``, missing columns, offsets or ``frames.u8`` size not matching the
+            index); the message names the file.
+        KeyError: ``meta.json`` has the cache format but no ``pack`` entry.
+        OSError: The frames file cannot be memory-mapped.
     """
 
     def __init__(self, path: str | Path):
@@ -210,11 +264,31 @@ class SequenceCache:
         return len(self.keys)
 
     def num_frames(self, i: int) -> int:
-        """Number of frames of sequence ``i``."""
+        """Number of frames of one sequence.
+
+        Args:
+            i: Sequence position, ``0 <= i < len(self)`` (negative ``i`` is not supported here).
+
+        Returns:
+            Its frame count.
+
+        Raises:
+            IndexError: ``i + 1`` is outside the offsets.
+        """
         return int(self.offsets[i + 1] - self.offsets[i])
 
     def frames(self, i: int) -> np.ndarray:
-        """Sequence ``i`` as a read-only (T, 64, 64) uint8 array."""
+        """One sequence's frames.
+
+        Args:
+            i: Sequence position, ``-len(self) <= i < len(self)`` (negative counts from the end).
+
+        Returns:
+            A read-only ``(T, 64, 64)`` uint8 view into the memory-mapped pack, 0/255.
+
+        Raises:
+            IndexError: ``i`` is out of range.
+        """
         if not -len(self) <= i < len(self):
             raise IndexError(f"sequence {i} out of range for a cache of {len(self)}")
         i = int(i) % len(self)
@@ -225,7 +299,18 @@ class SequenceCache:
 
 
 def open_cache(path: str | Path) -> SequenceCache:
-    """Open a finished cache folder (CacheError naming the folder when it is not one)."""
+    """Open a finished cache folder.
+
+    Args:
+        path: The cache folder.
+
+    Returns:
+        The :class:`SequenceCache` reading it.
+
+    Raises:
+        CacheError: ``path`` is not a finished, consistent cache (see :class:`SequenceCache`).
+        OSError: The frames file cannot be memory-mapped.
+    """
     return SequenceCache(path)
 
 
@@ -236,9 +321,30 @@ def write_pack(
     extra_meta: dict | None = None,
     progress: bool = False,
 ) -> Path:
-    """Write a new pack from ``rows`` (columns subject, type, view, seq, source, key; in order) and
-    make it current by replacing meta.json last. ``load(j)`` returns row j's (T, 64, 64) uint8
-    frames. Older packs are removed only after the switch. Returns the new pack folder."""
+    """Write a new pack from ``rows`` and make it current by replacing meta.json last.
+
+    The frames file is fsynced before ``meta.json`` is written (atomically, see
+    :func:`write_text_synced`). The previous pack and leftovers of interrupted packs are removed
+    only after the switch.
+
+    Args:
+        cache_dir: The cache folder (created if missing).
+        rows: One row per sequence, in the order to store, with the columns ``subject, type, view,
+            seq, source, key`` (other columns are ignored).
+        load: ``load(j)`` returns row ``j``'s frames, ``(T, 64, 64)`` uint8, 0/255 (T may be 0).
+        extra_meta: More ``meta.json`` entries (the prepare settings; they override the standard
+            ones of the same name).
+        progress: Show a tqdm bar on stderr.
+
+    Returns:
+        The new pack folder.
+
+    Raises:
+        CacheError: ``load`` returned an array that is not ``(T, 64, 64)`` uint8 (the new pack
+            is left unreferenced; the next successful write removes it).
+        KeyError: ``rows`` lacks one of the columns.
+        OSError: A file cannot be written.
+    """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     old_meta = read_meta(cache_dir)
@@ -275,7 +381,7 @@ def write_pack(
         "frame_shape": list(FRAME_SHAPE),
         **(extra_meta or {}),
     }
-    atomic_write_text(cache_dir / META_FILE, json.dumps(meta, indent=1))
+    write_text_synced(cache_dir / META_FILE, json.dumps(meta, indent=1))
     if old_meta is not None and old_meta.get("pack") != pack_name:
         shutil.rmtree(cache_dir / old_meta["pack"], ignore_errors=True)
     # Leftovers of interrupted packs (never referenced by meta.json) go too.
@@ -290,8 +396,22 @@ def write_cache_from_arrays(
 ) -> SequenceCache:
     """Build a cache directly from pretreated arrays (for generators that already produce 64x64).
 
-    ``records``: (metadata with subject, type, view, seq, source; uint8 (T, 64, 64)) pairs.
-    Rows are stored sorted by subject, type, view, seq, source.
+    Rows are stored sorted by subject, type, view, seq, source (values stored as strings); the
+    keys are ``"a"`` + the record's position in ``records``, 8 digits.
+
+    Args:
+        cache_dir: The cache folder (created if missing; an existing cache there is replaced).
+        records: ``(metadata, frames)`` pairs: metadata has ``subject, type, view, seq, source``,
+            frames are ``(T, 64, 64)`` uint8, 0/255.
+        extra_meta: More ``meta.json`` entries (see :func:`write_pack`).
+
+    Returns:
+        The new cache, open.
+
+    Raises:
+        ValueError: A record's metadata lacks one of the five keys.
+        CacheError: A record's frames are not ``(T, 64, 64)`` uint8.
+        OSError: A file cannot be written.
     """
     meta_rows = []
     for j, (m, _arr) in enumerate(records):

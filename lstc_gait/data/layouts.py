@@ -14,6 +14,9 @@ Layouts (see docs/data.md):
 Column meaning: ``type`` is the condition a protocol reads (CASIA-B ``nm-01``, OU-MVLP ``00``/``01``);
 ``seq`` is the sequence's own name, unique together with subject and view; ``kind`` is ``frames``
 (a folder of images) or ``pickle`` (one OpenGait pickle).
+
+Sources: the layouts table of /work/shared/docs/PROTOCOLS.md; CASIA-B is Yu et al. 2006, OU-MVLP
+Takemura et al. 2018.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
+
+from lstc_gait.errors import UserError
 
 LAYOUTS: tuple[str, ...] = ("flat", "casia_b", "ou_mvlp", "opengait")
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -38,17 +43,36 @@ _CASIA_TYPE = re.compile(r"^[A-Za-z]+-\d+$")
 _FLAT_TYPE_VIEW = re.compile(r"^(?P<type>[A-Za-z]+-\d+)-(?P<view>\d{3})$")
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError, ValueError):
     """A root folder does not match the requested (or any) layout."""
 
 
 def is_image_file(name: str) -> bool:
-    """Whether a file name has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    """Whether a file name has one of :data:`IMAGE_EXTENSIONS` (case-insensitive).
+
+    Args:
+        name: A file name or path (only its extension is looked at).
+
+    Returns:
+        True for an image extension.
+    """
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def list_frames(folder: str | Path) -> list[str]:
-    """Image files of one sequence folder, sorted by name (full paths)."""
+    """Image files of one sequence folder, sorted by name (full paths).
+
+    Args:
+        folder: The sequence folder (not searched recursively).
+
+    Returns:
+        ``os.path.join(folder, name)`` of every regular file with an image extension (see
+        :func:`is_image_file`), sorted by name.
+
+    Raises:
+        OSError: ``folder`` cannot be listed (``FileNotFoundError``, ``NotADirectoryError``,
+            ``PermissionError``).
+    """
     with os.scandir(folder) as it:
         names = sorted(e.name for e in it if e.is_file() and is_image_file(e.name))
     return [os.path.join(folder, n) for n in names]
@@ -116,7 +140,24 @@ def _check_root(root: str | Path) -> str:
 
 
 def detect_layout(root: str | Path) -> str:
-    """Name of the layout ``root`` follows; LayoutError naming the root and the layouts tried."""
+    """Name of the layout ``root`` follows.
+
+    The layouts are tried in the order ``ou_mvlp``, ``opengait``, ``casia_b``, ``flat``: by the
+    names of the root's subfolders (``Silhouette_<view>-<seq>``), then by the files in (at most
+    200 of) the folders 3 or 2 levels down. No frame is read.
+
+    Args:
+        root: The dataset root folder.
+
+    Returns:
+        One of :data:`LAYOUTS`.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+        LayoutError: ``root`` is not a folder, or it matches no layout (the message names the
+            root, the layouts tried and an example path of each).
+        OSError: A folder under ``root`` cannot be listed.
+    """
     path = _check_root(root)
     for name, looks in _DETECTORS:
         if looks(path):
@@ -183,7 +224,26 @@ _READERS = {"flat": _scan_flat, "casia_b": _scan_casia_b, "ou_mvlp": _scan_ou_mv
 
 
 def scan_root(root: str | Path, layout: str = "auto", view_label: str = "000") -> pd.DataFrame:
-    """Index of one root. ``view_label`` is the view given to flat sequences whose name carries none."""
+    """Index of the sequences under one root (no frame is opened).
+
+    Args:
+        root: The dataset root folder.
+        layout: ``"auto"`` (see :func:`detect_layout`) or one of :data:`LAYOUTS`: ``casia_b`` is
+            CASIA-B's raw tree (Yu et al. 2006), ``ou_mvlp`` OU-MVLP's (Takemura et al. 2018).
+        view_label: The view given to flat sequences whose folder name carries none (a flat
+            sequence named like ``nm-01-090`` gets type ``nm-01`` and view ``090``).
+
+    Returns:
+        One row per sequence with the columns :data:`INDEX_COLUMNS` (all strings), in the order
+        the folders sort by name. An OpenGait folder without a pickle still gets a row (its
+        ``source`` is the folder), so that prepare reports it.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+        LayoutError: ``root`` is not a folder, ``layout`` is unknown, ``root`` does not follow
+            ``layout`` (the message says which layout it looks like) or holds no sequence.
+        OSError: A folder under ``root`` cannot be listed.
+    """
     path = _check_root(root)
     if layout == "auto":
         layout = detect_layout(path)
@@ -206,8 +266,22 @@ def scan_roots(roots: str | Path | Sequence[str | Path], layout: str = "auto") -
 
     With several flat roots, a sequence whose folder name carries no view gets the root's folder
     name as its view, so ``cam1/`` and ``cam2/`` stay apart. Rows are sorted by
-    subject, type, view, seq, source; a key seen twice keeps its first root's copy (see
-    :func:`duplicate_rows`).
+    subject, type, view, seq, source. Duplicates are kept here; :func:`duplicate_rows` marks
+    every copy of a (subject, type, view, seq) key after the first in this order (the one with the
+    smallest source path).
+
+    Args:
+        roots: One root or a sequence of roots. With ``layout="auto"`` each root is detected on
+            its own (prepare refuses roots of different layouts).
+        layout: ``"auto"`` or one of :data:`LAYOUTS` (see :func:`scan_root`).
+
+    Returns:
+        The rows of every root (columns :data:`INDEX_COLUMNS`), sorted, with a fresh RangeIndex.
+
+    Raises:
+        LayoutError: ``roots`` is empty, or a root fails as in :func:`scan_root`.
+        FileNotFoundError: A root does not exist.
+        OSError: A folder cannot be listed.
     """
     root_list = [roots] if isinstance(roots, str | os.PathLike) else list(roots)
     if not root_list:
@@ -221,12 +295,34 @@ def scan_roots(roots: str | Path | Sequence[str | Path], layout: str = "auto") -
 
 
 def duplicate_rows(index: pd.DataFrame) -> pd.Series:
-    """Boolean mask of rows whose (subject, type, view, seq) was already seen in an earlier row."""
+    """Boolean mask of rows whose (subject, type, view, seq) was already seen in an earlier row.
+
+    Args:
+        index: An index as returned by :func:`scan_roots` (at least those four columns).
+
+    Returns:
+        A bool Series aligned with ``index``: True for every copy after the first.
+
+    Raises:
+        KeyError: ``index`` lacks one of the four columns.
+    """
     return index.duplicated(subset=["subject", "type", "view", "seq"], keep="first")
 
 
 def read_partition(path: str | Path) -> tuple[list[str], list[str]]:
-    """OpenGait partition JSON ``{"TRAIN_SET": [...], "TEST_SET": [...]}`` -> (train ids, test ids)."""
+    """Read an OpenGait partition JSON ``{"TRAIN_SET": [...], "TEST_SET": [...]}``.
+
+    Args:
+        path: The JSON file.
+
+    Returns:
+        ``(train ids, test ids)``, each a list of subject ids as strings, in file order.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: The file cannot be read or decoded, is not JSON, is not a JSON object, lacks
+            ``TRAIN_SET`` or ``TEST_SET``, or one of them is not a list.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"partition file not found: {p}")

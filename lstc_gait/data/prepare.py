@@ -1,14 +1,14 @@
 """Raw silhouettes -> cache: a parallel, resumable, atomic job with a report of everything skipped.
 
 Each sequence is pretreated by a worker process and written to ``CACHE/entries/<key>.npy`` (+ a
-small JSON holding what was dropped) through a temporary file and ``os.replace``; the JSON goes
+small JSON holding what was dropped) atomically (:mod:`lstc_gait.utils.fileio`); the JSON goes
 last and marks the entry valid. At the end all valid sequences are packed into one memory-mapped
 file (see :mod:`lstc_gait.data.cache`). A re-run reuses the current pack and every valid entry,
 so an interrupted run loses at most the sequences in flight. Bad input (unreadable image, empty
 frame, odd size or mode, empty or too-short sequence) is skipped, listed in
 ``CACHE/prepare_report.csv`` and counted by cause in the console summary; it never stops the run.
 A run that keeps nothing raises :class:`~lstc_gait.data.cache.EmptyCacheError` (one line: the top
-causes and the report file).
+causes and the report file). The pretreatment is PROTOCOLS.md's (see :mod:`lstc_gait.data.pretreat`).
 """
 
 from __future__ import annotations
@@ -32,17 +32,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lstc_gait.utils.locking import exclusive_lock
-
+from ..utils.fileio import atomic_output
+from ..utils.locking import exclusive_lock
 from .cache import (
     FRAME_SHAPE,
     REPORT_FILE,
     EmptyCacheError,
     SequenceCache,
-    atomic_write_text,
     read_meta,
     summarise_report,
     write_pack,
+    write_text_synced,
 )
 from .frames import (
     DEFAULT_MASK_THRESHOLD,
@@ -62,7 +62,14 @@ REPORT_COLUMNS = ["level", "cause", "path", "reason", "subject", "type", "view",
 
 @dataclass
 class SkipGroup:
-    """Skips of one level and cause: how many, and one example."""
+    """Skips of one level and cause: how many, and one example.
+
+    Attributes:
+        level: ``"sequence"`` or ``"frame"``.
+        cause: Short, file-independent reason, e.g. ``"empty frame"``.
+        count: How many were skipped for it.
+        example: Path of one skipped frame or sequence.
+    """
 
     level: str  # "sequence" or "frame"
     cause: str  # short reason, e.g. "empty frame", "too few usable frames"
@@ -74,7 +81,19 @@ class SkipGroup:
 class PrepareSummary:
     """What a prepare run did; ``str()`` is the multi-line console summary.
 
-    ``skips`` groups every skipped frame and sequence by level and cause (most frequent first).
+    Attributes:
+        cache_dir: The cache folder.
+        layout: The layout the roots follow (detected when ``auto`` was asked).
+        sequences: Sequences in the cache after the run.
+        frames: Frames in the cache after the run.
+        processed: Sequences pretreated by this run.
+        reused: Sequences taken over from an earlier (finished or interrupted) run.
+        skipped_sequences: Sequences skipped (listed in the report).
+        skipped_frames: Frames dropped from kept or skipped sequences (listed in the report).
+        report_path: ``cache_dir/prepare_report.csv``.
+        seconds: Wall time of the run, in seconds.
+        skips: Every skipped frame and sequence grouped by level and cause (sequences first,
+            most frequent cause first).
     """
 
     cache_dir: Path
@@ -108,7 +127,15 @@ class PrepareSummary:
 
 
 def sequence_key(kind: str, source: str) -> str:
-    """Stable file-system-safe id of one raw sequence (its absolute source path)."""
+    """Stable, file-system-safe id of one raw sequence.
+
+    Args:
+        kind: ``"frames"`` or ``"pickle"`` (the index's ``kind`` column).
+        source: The sequence's folder or pickle; made absolute against the working directory.
+
+    Returns:
+        The first 20 hex digits of the SHA-1 of ``kind`` and the absolute ``source``.
+    """
     return hashlib.sha1(f"{kind}\0{os.path.abspath(source)}".encode()).hexdigest()[:20]
 
 
@@ -146,14 +173,11 @@ def _read_frames_folder(
 
 
 def _write_entry(entries: Path, key: str, arr: np.ndarray, info: dict) -> None:
-    tag = f"tmp-{os.getpid()}"
-    npy = entries / f"{key}.npy"
-    tmp = entries / f"{key}.npy.{tag}"
-    with open(tmp, "wb") as fh:
+    # A file handle, not the temporary path: np.save would append ".npy" to a name without it.
+    with atomic_output(entries / f"{key}.npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr)
-    os.replace(tmp, npy)
     # The JSON is written last: an entry without it is not valid (interrupted write).
-    atomic_write_text(entries / f"{key}.json", json.dumps(info))
+    write_text_synced(entries / f"{key}.json", json.dumps(info))
 
 
 def _params(min_frames: int, empty_threshold: int, mask_threshold: float) -> list:
@@ -164,8 +188,16 @@ def _params(min_frames: int, empty_threshold: int, mask_threshold: float) -> lis
 def process_sequence(task: tuple) -> dict:
     """Pretreat one sequence and write its entry; never raises (errors become a skip reason).
 
+    Frames are decoded by :func:`lstc_gait.data.frames.read_masks` and pretreated by
+    :func:`lstc_gait.data.pretreat.pretreat_frame` (PROTOCOLS.md); a frame whose size differs from
+    the sequence's most common one is dropped as a stray file. The entry is written to
+    ``entries/<key>.npy`` (``(T, 64, 64)`` uint8) and ``entries/<key>.json``. Top level so worker
+    processes can import it.
+
     Args:
-        task: ``(key, source, kind, entries folder, min_frames, empty_threshold, mask_threshold)``.
+        task: ``(key, source, kind, entries folder, min_frames, empty_threshold, mask_threshold)``:
+            the sequence key, its folder or pickle, ``"frames"`` or ``"pickle"``, the entries
+            folder (str), and the settings of :func:`prepare_cache`.
 
     Returns:
         ``{"key", "status": "ok" | "skipped", "dropped": [(path, cause, reason)], ...}``; a skipped
@@ -284,9 +316,10 @@ def prepare_cache(
     everything already done. Concurrent calls on one cache folder run one after the other.
 
     Args:
-        roots: One raw root or several (one per camera); they must follow one layout.
+        roots: One raw root or several (one per camera); they must follow one layout
+            (CASIA-B, Yu et al. 2006; OU-MVLP, Takemura et al. 2018; flat; OpenGait pickles).
         layout: ``auto`` or one of :data:`lstc_gait.data.layouts.LAYOUTS`.
-        cache_dir: The cache folder (created).
+        cache_dir: The cache folder (created). Required: None raises ValueError.
         workers: Worker processes (0 or 1: in this process).
         min_frames: Sequences with fewer usable frames are skipped.
         progress: Show progress bars and print the summary on stderr.
@@ -297,11 +330,12 @@ def prepare_cache(
         The run's :class:`PrepareSummary` (its ``str()`` is the console summary).
 
     Raises:
-        FileNotFoundError: A root does not exist.
+        FileNotFoundError: A root does not exist or is not a folder (checked before anything is written).
         LayoutError: A root follows no (or not the given) layout, or roots mix layouts.
         EmptyCacheError: No sequence was usable; the one-line message names the most frequent
             skip causes and the report file (the empty cache and the report are still written).
-        ValueError: Bad ``min_frames`` or ``mask_threshold``.
+        ValueError: No ``cache_dir``, ``min_frames`` < 1, or ``mask_threshold`` not in (0, 1).
+        OSError: The cache folder or one of its files cannot be written.
     """
     if cache_dir is None:
         raise ValueError("prepare_cache needs a cache_dir")
@@ -337,7 +371,8 @@ def _prepare(
     index = scan_roots(root_list, layout)
     entries = cache_dir / "entries"
     entries.mkdir(parents=True, exist_ok=True)
-    for stale in entries.glob("*.tmp-*"):  # half-written files of an interrupted run
+    # half-written files of an interrupted run (utils.fileio's temporary names, and older versions')
+    for stale in [*entries.glob(".*.tmp"), *entries.glob("*.tmp-*")]:
         stale.unlink(missing_ok=True)
 
     index["key"] = [sequence_key(k, s) for k, s in zip(index["kind"], index["source"])]
@@ -417,7 +452,7 @@ def _prepare(
     buf = io.StringIO()
     report.to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
     report_path = cache_dir / REPORT_FILE
-    atomic_write_text(report_path, buf.getvalue())
+    write_text_synced(report_path, buf.getvalue())
 
     final = SequenceCache(cache_dir)
     summary = PrepareSummary(

@@ -5,6 +5,10 @@ person's top and bottom; resize to height 64 keeping the aspect ratio; take the 
 the foreground mass as the horizontal centre; cut (or zero-pad) a 64x64 window around it.
 Models later use the central 64x44 (see :func:`center_crop_width`), which the datasets do, not
 the cache. Files are decoded into 0/255 masks by :mod:`lstc_gait.data.frames` (the one reader).
+
+Source: the pretreatment of /work/shared/docs/PROTOCOLS.md ("Pretreatment of raw silhouettes"),
+OpenGait's, which the published CASIA-B (Yu et al. 2006) and OU-MVLP (Takemura et al. 2018)
+numbers assume.
 """
 
 from __future__ import annotations
@@ -12,12 +16,18 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from lstc_gait.errors import UserError
+
 FRAME_SIZE = 64
 EMPTY_THRESHOLD = 10000
 
 
-class FrameError(ValueError):
+class FrameError(UserError, ValueError):
     """One frame or pickle cannot be used; the message names the file and the reason.
+
+    Args:
+        message: The full message, naming the file and the reason.
+        cause: A short, file-independent reason (stored as :attr:`cause`).
 
     Attributes:
         cause: A short, file-independent reason (e.g. ``"unreadable image"``) that prepare's
@@ -34,13 +44,17 @@ def centre_columns(img: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
 
     The median column is the first column where the running column mass passes half of the total;
     it lands on column ``size // 2``. A frame without mass is centred on its middle column.
+    Source: PROTOCOLS.md, "Pretreatment of raw silhouettes" (OpenGait's centring).
 
     Args:
-        img: ``(H, W)`` uint8 frame (any width).
-        size: Width of the window.
+        img: ``(H, W)`` uint8 frame (any width), 0/255.
+        size: Width of the window, in pixels.
 
     Returns:
-        ``(H, size)`` uint8 array.
+        ``(H, size)`` uint8 array, a new array (columns outside ``img`` are 0).
+
+    Raises:
+        ValueError: ``img`` is not 2-D (its shape does not unpack into ``H, W``).
     """
     h, w = img.shape
     cum = np.cumsum(img.sum(axis=0, dtype=np.int64))
@@ -59,14 +73,19 @@ def pretreat_frame(
 ) -> np.ndarray | None:
     """Pretreat one raw silhouette as published CASIA-B/OU-MVLP numbers assume.
 
+    Source: PROTOCOLS.md, "Pretreatment of raw silhouettes" (the OpenGait pretreatment used for
+    CASIA-B, Yu et al. 2006, and OU-MVLP, Takemura et al. 2018).
+
     Args:
         img: ``(H, W)`` uint8 mask, 0/255 (see :func:`lstc_gait.data.frames.read_mask`).
-        size: Output height and width.
-        empty_threshold: A frame whose pixel sum is at most this is nearly empty (OpenGait: 10000).
+        size: Output height and width, in pixels.
+        empty_threshold: A frame whose pixel sum (on the 0/255 scale) is at most this is nearly
+            empty (OpenGait: 10000).
 
     Returns:
         ``(size, size)`` uint8 frame (rows cropped to the person, bicubic resize to height
-        ``size``, centred on the median column of the mass), or None for a nearly empty frame.
+        ``size`` keeping the aspect ratio, centred on the median column of the mass), or None for
+        a nearly empty frame (also when the resized frame has no foreground left).
 
     Raises:
         ValueError: ``img`` is not 2-D.
@@ -89,12 +108,15 @@ def pretreat_frame(
 def center_crop_width(frames: np.ndarray, width: int = 44) -> np.ndarray:
     """Keep the central ``width`` columns of frames (64 -> 44 cuts 10 columns a side).
 
+    The models' 64x44 input of PROTOCOLS.md ("Pretreatment of raw silhouettes"). With an odd
+    number of columns to cut, the right side loses one more.
+
     Args:
-        frames: ``(..., H, W)`` array.
+        frames: ``(..., H, W)`` array of any dtype (numpy; the datasets pass ``(T, 64, 64)`` uint8).
         width: Columns to keep, 1..W.
 
     Returns:
-        ``(..., H, width)`` view of ``frames``.
+        ``(..., H, width)`` view of ``frames`` (no copy).
 
     Raises:
         ValueError: ``width`` outside 1..W.

@@ -16,6 +16,23 @@ INSTANCES = {"tiny": SynthParams.tiny, "default": SynthParams.default, "casia_b"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Generate (and, unless ``--raw-only``, prepare) one SynthGait instance.
+
+    Prints the prepared cache folder, or the number of raw frames written with ``--raw-only``.
+
+    Args:
+        argv: Command-line arguments without the program name (``sys.argv[1:]`` when None).
+
+    Returns:
+        The exit status: 0, or 2 when the parameters are invalid (the reason is printed on stderr).
+
+    Raises:
+        SystemExit: ``argparse`` exits on ``--help`` (status 0) or an unknown or malformed option
+            (status 2).
+        EmptyCacheError: Preparing the generated tree kept no sequence (see
+            :func:`lstc_gait.data.prepare.prepare_cache`).
+        OSError: The data folder cannot be written.
+    """
     ap = argparse.ArgumentParser(prog="python -m lstc_gait.data.synthetic", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instance", choices=sorted(INSTANCES), default="default")

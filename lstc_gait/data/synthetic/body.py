@@ -1,7 +1,8 @@
 """Per-subject traits (body proportions, walking signature, carried bag, coat) and per-walk jitter.
 
 Everything identity-bearing lives here and is drawn from the subject's own RNG stream only, so a
-subject looks and walks the same in every sequence, whatever else is generated alongside it.
+subject looks and walks the same in every sequence, whatever else is generated alongside it. The
+distributions are those of /work/shared/docs/SYNTHGAIT.md ("Body and motion").
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ BAG_KINDS: tuple[str, ...] = ("backpack", "shoulder", "handbag")
 
 @dataclass(frozen=True)
 class SubjectTraits:
-    """Body (lengths in metres) and gait signature of one synthetic subject."""
+    """Body (lengths in metres) and gait signature of one synthetic subject.
+
+    Built by :func:`sample_subject`; each field's unit is given beside it. ``J`` is the number of
+    joints of :data:`lstc_gait.data.synthetic.kinematics.JOINTS` (7); ``(J,)`` arrays are float64.
+    """
 
     male: bool
     stature: float
@@ -57,12 +62,35 @@ class SubjectTraits:
 
 
 def subject_rng(seed: int, subject: int) -> np.random.Generator:
-    """RNG for a subject's traits: a pure function of (seed, subject)."""
+    """RNG for a subject's traits: a pure function of (seed, subject).
+
+    Args:
+        seed: The instance's seed.
+        subject: The subject's 1-based id.
+
+    Returns:
+        A fresh generator (SeedSequence spawn key ``(0, subject)``).
+    """
     return np.random.default_rng(np.random.SeedSequence(entropy=int(seed), spawn_key=(0, int(subject))))
 
 
 def sample_subject(seed: int, subject: int) -> SubjectTraits:
-    """Draw one subject's body and walking style (SYNTHGAIT.md distributions)."""
+    """Draw one subject's body and walking style.
+
+    Source: SYNTHGAIT.md, "Body and motion" (body proportions, walking signature, bag kind, coat),
+    with the between-subject SD of the kinematics table.
+
+    Args:
+        seed: The instance's seed.
+        subject: The subject's 1-based id.
+
+    Returns:
+        The subject's traits (lengths in metres, angles in degrees).
+
+    Raises:
+        RuntimeError: The kinematics table cannot be read (see
+            :func:`lstc_gait.data.synthetic.kinematics.load_kinematics`).
+    """
     rng = subject_rng(seed, subject)
     male = bool(rng.random() < 0.5)
     stature = float(rng.normal(1.75 if male else 1.62, 0.07))
@@ -124,7 +152,10 @@ def sample_subject(seed: int, subject: int) -> SubjectTraits:
 
 @dataclass(frozen=True)
 class WalkJitter:
-    """What changes between two walks of the same subject (shared by every camera of one walk)."""
+    """What changes between two walks of the same subject (shared by every camera of one walk).
+
+    ``J`` is the number of joints (7); see SYNTHGAIT.md, "Per sequence jitter".
+    """
 
     speed: float  # multiplier
     cadence: float  # multiplier
@@ -133,12 +164,32 @@ class WalkJitter:
 
 
 def walk_rng(seed: int, subject: int, type_index: int) -> np.random.Generator:
-    """RNG of one walk (subject, sequence type): all views of a walk see the same motion, like CASIA-B."""
+    """RNG of one walk (subject, sequence type): all views of a walk see the same motion, like CASIA-B.
+
+    Args:
+        seed: The instance's seed.
+        subject: The subject's 1-based id.
+        type_index: The sequence type's position in ``ALL_TYPES`` (``nm-01`` is 0).
+
+    Returns:
+        A fresh generator (SeedSequence spawn key ``(1, subject, type_index)``).
+    """
     return np.random.default_rng(
         np.random.SeedSequence(entropy=int(seed), spawn_key=(1, int(subject), int(type_index))))
 
 
 def sample_walk(rng: np.random.Generator) -> WalkJitter:
+    """Draw one walk's jitter (SYNTHGAIT.md, "Per sequence jitter").
+
+    Speed x e^N(0, .05), cadence x e^N(0, .02), per-joint offsets U(-1, 1) degrees and a start
+    phase U(0, 1) cycles.
+
+    Args:
+        rng: The walk's generator (see :func:`walk_rng`); drawn from in a fixed order.
+
+    Returns:
+        The walk's jitter.
+    """
     return WalkJitter(
         speed=float(np.exp(rng.normal(0.0, 0.05))),
         cadence=float(np.exp(rng.normal(0.0, 0.02))),

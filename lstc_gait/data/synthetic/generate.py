@@ -4,6 +4,8 @@ Randomness is keyed, never sequential: subject traits come from ``(seed, subject
 sequence type from ``(seed, subject, type)`` (every camera of a walk sees the same motion, as in
 CASIA-B) and camera placement + segmentation noise from ``(seed, subject, type, view)``. So output
 is byte-identical for a seed whatever the worker count or the subset generated.
+
+Specification: /work/shared/docs/SYNTHGAIT.md; the output is CASIA-B's raw tree (Yu et al. 2006).
 """
 
 from __future__ import annotations
@@ -50,7 +52,24 @@ class SynthParams:
 
     ``SynthParams()`` is the default instance (see :meth:`default`).
     Subjects are numbered ``001``..``num_subjects``; the CASIA-B-style split puts the first
-    ``round(num_subjects * 74 / 124)`` in train and the rest in test (see docs/synthetic.md).
+    ``round(num_subjects * 74 / 124)`` in train and the rest in test (see docs/synthetic.md), the
+    ratio of CASIA-B's large-sample split (Yu et al. 2006; PROTOCOLS.md, "Splits").
+
+    Attributes:
+        num_subjects: Subjects, 1..999.
+        types: Sequence types, a subset of :data:`ALL_TYPES` (CASIA-B's nm/bg/cl types).
+        views: View angles as 3-digit strings, degrees.
+        frames: Frames per sequence.
+        seed: Seed of every random draw.
+        width: Frame width, pixels (>= 32).
+        height: Frame height, pixels (>= 32).
+        fps: Frame rate, frames per second.
+        distance_min: Nearest camera-to-walk distance drawn, metres.
+        distance_max: Farthest, metres.
+        noise_edge: Share of the silhouette edge made ragged.
+        noise_hole: Per-frame probability of a hole in the body.
+        noise_speck: Per-frame probability of background specks near the person.
+        noise_shadow: Per-sequence probability of a ground shadow.
     """
 
     num_subjects: int = 24
@@ -72,21 +91,47 @@ class SynthParams:
     @classmethod
     def default(cls) -> SynthParams:
         """The main job's instance: 24 subjects (14 train / 10 test), 10 types, 6 views (000, 036, .., 180),
-        30 frames of 320x240: 43,200 frames."""
+        30 frames of 320x240: 43,200 frames.
+
+        Returns:
+            ``SynthParams()``.
+        """
         return cls()
 
     @classmethod
     def tiny(cls) -> SynthParams:
-        """Tests and trainer=debug: 6 subjects (4 train / 2 test), 10 types, 3 views, 12 frames, 160x120."""
+        """Tests and trainer=debug: 6 subjects (4 train / 2 test), 10 types, 3 views, 12 frames, 160x120.
+
+        Returns:
+            The tiny instance's parameters (views 000, 090, 180).
+        """
         return cls(num_subjects=6, views=["000", "090", "180"], frames=12, width=160, height=120)
 
     @classmethod
     def casia_b(cls) -> SynthParams:
-        """CASIA-B-sized: 124 subjects (74 train / 50 test), 10 types, 11 views, 30 frames: 409,200 frames."""
+        """CASIA-B-sized: 124 subjects (74 train / 50 test), 10 types, 11 views, 30 frames: 409,200 frames.
+
+        The size of CASIA-B (Yu et al. 2006).
+
+        Returns:
+            The CASIA-B-sized instance's parameters (every view of :data:`ALL_VIEWS`).
+        """
         return cls(num_subjects=124, views=list(ALL_VIEWS))
 
     # ---- validation / identity ----------------------------------------------------------------------
     def validate(self) -> SynthParams:
+        """Check every field.
+
+        Returns:
+            ``self``, unchanged.
+
+        Raises:
+            ValueError: A field is out of range (``num_subjects`` outside 1..999, ``frames`` < 1,
+                a side < 32 pixels, ``fps`` <= 0, not ``0 < distance_min <= distance_max``),
+                ``types`` or ``views`` is empty or repeats an entry, a type is not in
+                :data:`ALL_TYPES`, or a view is not a 3-digit angle 000..359. The message names
+                the field.
+        """
         if self.num_subjects < 1 or self.num_subjects > 999:
             raise ValueError(f"SynthParams.num_subjects must be in 1..999, got {self.num_subjects}")
         if self.frames < 1:
@@ -111,7 +156,20 @@ class SynthParams:
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> SynthParams:
-        """Build from a dict / OmegaConf DictConfig; unknown keys are an error naming them."""
+        """Build from a dict / OmegaConf DictConfig (missing keys keep their defaults).
+
+        Args:
+            values: Field values. Views given as ints (YAML reads an unquoted ``090`` as 90) are
+                formatted as 3 digits; types are made strings.
+
+        Returns:
+            The validated parameters.
+
+        Raises:
+            ValueError: ``values`` has unknown keys (the message names them and the known ones),
+                or the result fails :meth:`validate`.
+            TypeError: ``views`` or ``types`` is not iterable.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -127,24 +185,53 @@ class SynthParams:
         return cls(**kwargs).validate()
 
     def to_dict(self) -> dict:
+        """Every field as plain Python values (``types`` and ``views`` as lists).
+
+        Returns:
+            A new dict, one entry per field.
+        """
         d = asdict(self)
         d["types"], d["views"] = list(self.types), list(self.views)
         return d
 
     def key(self) -> str:
-        """Short hash of the parameters and the generator version: the instance's cache key."""
+        """Short hash of the parameters and the generator version: the instance's cache key.
+
+        Returns:
+            The first 10 hex digits of the SHA-1 of the sorted JSON of :meth:`to_dict` and
+            :data:`GENERATOR_VERSION`.
+        """
         blob = json.dumps({"generator": GENERATOR_VERSION, **self.to_dict()}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
     def subjects(self) -> list[str]:
+        """The subject ids.
+
+        Returns:
+            ``["001", ..., f"{num_subjects:03d}"]``.
+        """
         return [f"{i:03d}" for i in range(1, self.num_subjects + 1)]
 
     def num_frames_total(self) -> int:
+        """Frames in the whole raw tree.
+
+        Returns:
+            subjects x types x views x frames.
+        """
         return self.num_subjects * len(self.types) * len(self.views) * self.frames
 
 
 def casia_b_train_count(num_subjects: int) -> int:
-    """Number of training subjects under the CASIA-B-ratio split (74 of 124)."""
+    """Number of training subjects under the CASIA-B-ratio split (74 of 124).
+
+    CASIA-B's large-sample training split (PROTOCOLS.md, "Splits"; Yu et al. 2006), scaled.
+
+    Args:
+        num_subjects: Subjects in the instance.
+
+    Returns:
+        ``round(num_subjects * 74 / 124)`` (Python's round: halves go to the even number).
+    """
     return int(round(num_subjects * 74 / 124))
 
 
@@ -174,7 +261,26 @@ def _place(body: Body, origin: np.ndarray, head: np.ndarray) -> Body:
 
 
 def generate_walk(params: SynthParams, subject: int, seq_type: str, views: Sequence[str]) -> dict[str, np.ndarray]:
-    """Frames of one walk (subject, type) seen by each camera in ``views``: {view: uint8 (T, H, W)}."""
+    """Frames of one walk (subject, type) seen by each camera in ``views``.
+
+    Body, motion, conditions, camera and noise follow SYNTHGAIT.md. Every view sees the same
+    motion; camera placement and noise come from the view's own generator.
+
+    Args:
+        params: The instance's parameters (not validated here).
+        subject: The subject's 1-based id.
+        seq_type: One of :data:`ALL_TYPES`; its first two letters (``nm``, ``bg``, ``cl``) set
+            the condition.
+        views: View angles as strings of digits (degrees).
+
+    Returns:
+        ``{view: frames}`` with frames ``(T, H, W)`` uint8, 0/255, ``T = params.frames``,
+        ``H, W = params.height, params.width``.
+
+    Raises:
+        ValueError: ``seq_type`` is not in :data:`ALL_TYPES`, or a view is not an integer string.
+        RuntimeError: The kinematics table cannot be read.
+    """
     traits = sample_subject(params.seed, subject)
     type_index = ALL_TYPES.index(seq_type)
     walk = sample_walk(walk_rng(params.seed, subject, type_index))
@@ -196,6 +302,17 @@ def generate_walk(params: SynthParams, subject: int, seq_type: str, views: Seque
 
 # ---- raw tree -----------------------------------------------------------------------------------------
 def sequence_dir(root: Path, subject: str, seq_type: str, view: str) -> Path:
+    """Folder of one sequence in the raw CASIA-B tree.
+
+    Args:
+        root: The raw root.
+        subject: 3-digit subject id.
+        seq_type: Sequence type, e.g. ``nm-01``.
+        view: 3-digit view angle.
+
+    Returns:
+        ``root/subject/seq_type/view``.
+    """
     return Path(root) / subject / seq_type / view
 
 
@@ -212,6 +329,7 @@ def _write_sequence(root: Path, subject: str, seq_type: str, view: str, frames: 
     if final.exists():  # a concurrent writer finished first: its output is identical
         shutil.rmtree(tmp)
         return
+    # A whole folder is renamed into place, which utils.fileio (files only) does not do.
     os.replace(tmp, final)
 
 
@@ -228,10 +346,28 @@ def _walk_task(args: tuple) -> int:
 
 def generate_raw(root: str | Path, params: SynthParams | Mapping, workers: int = 2, progress: bool = True,
                  subjects: Sequence[int] | None = None) -> int:
-    """Write the raw CASIA-B tree ``ROOT/<sss>/<type>/<vvv>/<sss>-<type>-<vvv>-<fff>.png``; returns frames written.
+    """Write the raw CASIA-B tree ``ROOT/<sss>/<type>/<vvv>/<sss>-<type>-<vvv>-<fff>.png``.
 
-    Sequences already present are kept (an interrupted run resumes). ``subjects`` (1-based ids)
-    restricts generation to a subset; each subject's data does not depend on the others.
+    The layout of CASIA-B (Yu et al. 2006; PROTOCOLS.md), 0/255 grey PNGs. Each sequence folder
+    appears at once (written aside, then renamed). Sequences already present are kept (an
+    interrupted run resumes); leftovers of an interrupted run are removed first.
+
+    Args:
+        root: The raw root (created if missing).
+        params: The parameters, or a mapping for :meth:`SynthParams.from_mapping`.
+        workers: Worker processes (0 or 1: in this process).
+        progress: Show a tqdm bar on stderr.
+        subjects: 1-based subject ids to generate (all when None); each subject's data does not
+            depend on the others.
+
+    Returns:
+        The number of frames written by this call.
+
+    Raises:
+        ValueError: Invalid parameters (see :meth:`SynthParams.validate`), or a subject outside
+            1..num_subjects.
+        TypeError: ``params`` is neither SynthParams nor a mapping.
+        OSError: The tree cannot be written.
     """
     params = _as_params(params)
     root = Path(root)
@@ -288,6 +424,19 @@ def _progress(total: int, desc: str, enabled: bool) -> Iterator:
 
 # ---- cached, prepared instance ------------------------------------------------------------------------
 def instance_dir(params: SynthParams | Mapping, data_dir: str | Path) -> Path:
+    """Folder of one instance under ``data_dir``.
+
+    Args:
+        params: The parameters, or a mapping for :meth:`SynthParams.from_mapping`.
+        data_dir: The data folder.
+
+    Returns:
+        ``data_dir/synthgait-<params.key()>`` (not created).
+
+    Raises:
+        ValueError: Invalid parameters.
+        TypeError: ``params`` is neither SynthParams nor a mapping.
+    """
     return Path(data_dir) / f"synthgait-{_as_params(params).key()}"
 
 
@@ -304,8 +453,24 @@ def ensure_synthetic(params: SynthParams | Mapping, data_dir: str | Path, worker
 
     Layout: ``data_dir/synthgait-<key>/{raw, cache, params.json, DONE.json}``. DONE.json is written
     last and atomically; when present the cache dir is returned at once. An interrupted run resumes
-    (finished sequences and prepared entries are kept). ``min_frames`` is passed to ``prepare_cache``
-    (its default when None).
+    (finished sequences and prepared entries are kept). Concurrent calls for one instance run one
+    after the other (a lock file in ``data_dir``).
+
+    Args:
+        params: The parameters, or a mapping for :meth:`SynthParams.from_mapping`.
+        data_dir: The data folder (created if missing).
+        workers: Worker processes for generation and preparation.
+        progress: Show progress bars on stderr.
+        min_frames: Passed to :func:`lstc_gait.data.prepare.prepare_cache` (its default when None).
+
+    Returns:
+        ``data_dir/synthgait-<key>/cache``, a finished cache.
+
+    Raises:
+        ValueError: Invalid parameters.
+        TypeError: ``params`` is neither SynthParams nor a mapping.
+        EmptyCacheError: Preparation kept no sequence (e.g. ``min_frames`` above ``frames``).
+        OSError: The data folder cannot be written.
     """
     params = _as_params(params)
     folder = instance_dir(params, data_dir)

@@ -1,7 +1,9 @@
 """Normative walking curves: Fourier joint-angle series interpolated at any walking speed.
 
 The coefficients ship as package data (``lstc_gait/data/gait_kinematics.json``): published group-mean
-joint angles at five speed classes, each a 4-harmonic Fourier series over one gait cycle.
+joint angles at five speed classes, each a 4-harmonic Fourier series over one gait cycle (source:
+Schwartz, Rozumalski and Trost 2008, as named in the file's ``source`` entry; use as in
+/work/shared/docs/SYNTHGAIT.md, "Body and motion").
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ KINEMATICS_FILE = Path(__file__).resolve().parent.parent / "gait_kinematics.json
 
 @dataclass(frozen=True)
 class KinematicsTable:
-    """Fourier coefficients ``(speed_class, joint, 9)`` and the dimensionless speed of each class."""
+    """Fourier coefficients ``(speed_class, joint, 9)`` and the dimensionless speed of each class.
+
+    Attributes:
+        speeds: ``(S,)`` float64 dimensionless speeds ``v / sqrt(g * leg)``, increasing.
+        coeffs: ``(S, J, 9)`` float64 ``[c0, a1, b1, .., a4, b4]`` per class and joint, degrees.
+        between_subject_sd: ``(J,)`` float64 between-subject SD at free speed, degrees.
+    """
 
     speeds: np.ndarray  # (S,) increasing
     coeffs: np.ndarray  # (S, J, 1 + 2 * HARMONICS)
@@ -29,7 +37,19 @@ class KinematicsTable:
 
 @lru_cache(maxsize=1)
 def load_kinematics(path: str | None = None) -> KinematicsTable:
-    """Read and validate the kinematics JSON (cached per process)."""
+    """Read and validate the kinematics JSON (cached per process).
+
+    Args:
+        path: The JSON file; the packaged ``gait_kinematics.json`` when None.
+
+    Returns:
+        The table, joints in the order of :data:`JOINTS`.
+
+    Raises:
+        RuntimeError: The file cannot be read or decoded, lacks a key, has a coefficient array
+            of the wrong shape, or its speeds do not increase.
+        ValueError: The joints' coefficient arrays differ in shape from one another.
+    """
     file = Path(path) if path is not None else KINEMATICS_FILE
     try:
         raw = json.loads(file.read_text())
@@ -50,7 +70,18 @@ def load_kinematics(path: str | None = None) -> KinematicsTable:
 
 
 def coefficients_at(speed: float, table: KinematicsTable | None = None) -> np.ndarray:
-    """Fourier coefficients ``(J, 9)`` linearly interpolated between speed classes (clamped at the ends)."""
+    """Fourier coefficients ``(J, 9)`` linearly interpolated between speed classes (clamped at the ends).
+
+    Args:
+        speed: Dimensionless walking speed ``v / sqrt(g * leg)``.
+        table: The table (the packaged one when None).
+
+    Returns:
+        ``(J, 9)`` float64 coefficients, degrees.
+
+    Raises:
+        RuntimeError: ``table`` is None and the packaged table cannot be read.
+    """
     table = table or load_kinematics()
     s = float(np.clip(speed, table.speeds[0], table.speeds[-1]))
     hi = int(np.searchsorted(table.speeds, s, side="right"))
@@ -61,7 +92,15 @@ def coefficients_at(speed: float, table: KinematicsTable | None = None) -> np.nd
 
 
 def evaluate_series(coeffs: np.ndarray, phase: np.ndarray) -> np.ndarray:
-    """Evaluate Fourier series ``coeffs (J, 9)`` at cycle phases ``phase (...)``; returns ``(..., J)`` degrees."""
+    """Evaluate Fourier series ``coeffs (J, 9)`` at cycle phases ``phase (...)``.
+
+    Args:
+        coeffs: ``(J, 9)`` coefficients ``[c0, a1, b1, .., a4, b4]``, degrees.
+        phase: Array-like of gait-cycle phases, cycles (1.0 is a whole cycle, from heel strike).
+
+    Returns:
+        ``(..., J)`` float64 angles, degrees: every joint's series at every phase.
+    """
     phase = np.asarray(phase, dtype=np.float64)[..., None]
     k = np.arange(1, HARMONICS + 1, dtype=np.float64)
     ang = 2.0 * np.pi * phase[..., None] * k  # (..., 1, K)

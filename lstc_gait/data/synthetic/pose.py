@@ -2,6 +2,7 @@
 
 Walker frame: x forward, y to the walker's left, z up, metres; the lowest foot point touches z = 0 in
 every frame (this is what makes the body bounce) and the pelvis advances along x at walking speed.
+The body model, joint-angle signatures and conditions are SYNTHGAIT.md's ("Body and motion").
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ class Hull:
 
 @dataclass
 class Body:
+    """Every renderable primitive of one walk, in one frame of reference (metres).
+
+    Attributes:
+        capsules: Limbs, neck, head and bag straps.
+        hulls: Torso, coat hem and bags.
+        feet: ``(T, 2, 3)`` ground contact points of both feet (for shadows), or None.
+    """
+
     capsules: list[Capsule] = field(default_factory=list)
     hulls: list[Hull] = field(default_factory=list)
     feet: np.ndarray | None = None  # (T, 2, 3) ground contact points of both feet (for shadows)
@@ -76,7 +85,27 @@ def _limb_dir(pitch_deg: np.ndarray, lateral: np.ndarray) -> np.ndarray:
 
 
 def build_body(traits: SubjectTraits, walk: WalkJitter, condition: str, times: np.ndarray) -> Body:
-    """All primitives of one walk at ``times`` (seconds). ``condition`` is ``nm``, ``bg`` or ``cl``."""
+    """All primitives of one walk at ``times``, in the walker frame.
+
+    Joint angles are the speed-interpolated normative curves (:mod:`.kinematics`) with the
+    subject's signature and the walk's jitter; segment pitch as in SYNTHGAIT.md (thigh = hip_flex -
+    pel_tilt, shank = thigh - knee_flex, foot = shank + ank_dors). ``bg`` adds the subject's bag,
+    ``cl`` the coat (wider torso, thighs and upper arms, a hem, arm swing x 0.8).
+
+    Args:
+        traits: The subject (see :func:`lstc_gait.data.synthetic.body.sample_subject`).
+        walk: The walk's jitter.
+        condition: ``"nm"``, ``"bg"`` or ``"cl"`` (any other value is walked as ``nm``).
+        times: ``(T,)`` float times of the frames, seconds (:func:`~lstc_gait.data.synthetic.generate.generate_walk`
+            centres them on 0).
+
+    Returns:
+        The body: every primitive holds ``(T, ...)`` points, metres; the lowest foot point is at
+        z = 0 in every frame and the body advances along +x.
+
+    Raises:
+        RuntimeError: The kinematics table cannot be read.
+    """
     t = traits
     H = t.stature
     coat = condition == "cl"

@@ -2,7 +2,8 @@
 
 Pillow draws the polygons and discs (tapered capsules, torso outlines); numpy adds the kind of
 errors background subtraction makes: ragged edges, occasional holes, specks and a ground shadow.
-All randomness comes from the sequence's own RNG, never from the subject's.
+All randomness comes from the sequence's own RNG, never from the subject's. See SYNTHGAIT.md,
+"Rendering".
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from .pose import Body
 
 @dataclass(frozen=True)
 class NoiseLevels:
-    """Segmentation noise strength (probabilities per frame unless stated)."""
+    """Segmentation noise strength (probabilities per frame unless stated).
+
+    Attributes:
+        edge: Share of boundary pixels flipped in ragged patches.
+        hole: Per-frame probability of a hole inside the body.
+        speck: Per-frame probability of 1-2 background specks near the person.
+        shadow: Per-sequence probability of a ground shadow around the feet.
+    """
 
     edge: float = 0.35  # share of boundary pixels flipped in ragged patches
     hole: float = 0.06
@@ -51,7 +59,20 @@ def _hull_outline(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def render_frames(body_world: Body, cam: Camera, rng: np.random.Generator,
                   noise: NoiseLevels | None = None) -> np.ndarray:
-    """Draw every frame of a walk already placed in world coordinates; returns uint8 (T, H, W) 0/255."""
+    """Draw every frame of a walk already placed in world coordinates, with segmentation noise.
+
+    Args:
+        body_world: The walk in world coordinates (metres), at least one capsule.
+        cam: The camera; its ``width`` and ``height`` set the frame size.
+        rng: The sequence's generator (shadow, then per-frame noise draws).
+        noise: Noise strengths (the defaults of :class:`NoiseLevels` when None).
+
+    Returns:
+        ``(T, H, W)`` uint8 frames, 0/255.
+
+    Raises:
+        IndexError: ``body_world`` has no capsule.
+    """
     noise = noise or NoiseLevels()
     W, H = cam.width, cam.height
     caps = []
