@@ -23,17 +23,15 @@ import pandas as pd
 from lstc_gait.data import open_cache, prepare_cache
 from lstc_gait.data.synthetic import ALL_VIEWS, SynthParams, casia_b_train_count, generate_raw
 from lstc_gait.evaluation import evaluate_casia_b
+from lstc_gait.evaluation.baselines import gait_energy_images as _library_geis
 
 PROBES = {"NM": ("nm-05", "nm-06"), "BG": ("bg-01", "bg-02"), "CL": ("cl-01", "cl-02")}
 GALLERY = ("nm-01", "nm-02", "nm-03", "nm-04")
 
 
 def gait_energy_images(cache) -> np.ndarray:
-    """(N, 64*44) float32 GEIs of every cached sequence, in cache order."""
-    out = np.empty((len(cache), 64 * 44), dtype=np.float32)
-    for i in range(len(cache)):
-        out[i] = cache.frames(i)[:, :, 10:54].mean(axis=0, dtype=np.float32).ravel() / 255.0
-    return out
+    """(N, 64*44) float32 GEIs of every cached sequence, in cache order (lstc_gait.evaluation.baselines)."""
+    return _library_geis(cache, None, 44)
 
 
 def same_view_rank1(emb: np.ndarray, index: pd.DataFrame) -> pd.DataFrame:

@@ -29,7 +29,7 @@ class ModelConfig:
     """
 
     _target_: str = "lstc_gait.models.registry.build_model"
-    variant: str = "lstc"  # a name registered in lstc_gait.models.registry (model=lstc | model=dynamic)
+    variant: str = "lstc"  # registered in lstc_gait.models.registry (model=lstc | dynamic | gaitset)
     in_channels: int = 1
     base_channels: int = 8  # the CPU-sized main job; experiment presets set the field's widths
     num_stripes: int = 8
@@ -48,6 +48,14 @@ class ModelConfig:
     pooling: str = "${pooling.name}"
     topk: int = "${pooling.topk}"  # type: ignore[assignment]
     temperature: float = "${pooling.temperature}"  # type: ignore[assignment]
+    # Head. A stored config WITHOUT these keys (checkpoints written before they existed) rebuilds
+    # the legacy single-vector model (engine.checkpoint.LEGACY_MODEL_DEFAULTS: head=single).
+    head: str = "parts"  # parts: (N, D, P) part embedding | single: one (N, D) vector (original head)
+    part_dim: int = 128  # D per part (parts head, GaitSet)
+    pyramid: list[int] | None = None  # stripe pyramid levels (parts head) / HPM bins (GaitSet)
+    bnneck: bool = True  # BNNeck classifier (per part with the parts head) for the CE term
+    input_size: list[int] | None = None  # model-input resize (h, w) of the 64 x width frames
+    gaitset_channels: list[int] | None = None  # GaitSet stage widths (default 32/64/128)
 
 
 @dataclass
@@ -61,13 +69,15 @@ class PoolingConfig:
 
 @dataclass
 class LossConfig:
-    """The ``loss`` node: :class:`lstc_gait.engine.losses.GaitLoss` arguments (CE + batch-hard triplet)."""
+    """The ``loss`` node: :class:`lstc_gait.engine.losses.GaitLoss` arguments (CE + batch-all/batch-hard triplet)."""
     _target_: str = "lstc_gait.engine.losses.GaitLoss"
     ce_weight: float = 1.0
     triplet_weight: float = 1.0
     label_smoothing: float = 0.1
     margin: float = 0.2
     distance: str = "euclidean"  # euclidean | sqeuclidean | cosine
+    mining: str = "batch_all"  # batch_all | batch_hard (Hermans et al. 2017)
+    nonzero_mean: bool = True  # batch_all: average over the triplets with a non-zero loss
 
 
 @dataclass
@@ -82,11 +92,11 @@ class SamplerConfig:
 
 @dataclass
 class OptimizerConfig:
-    """The ``trainer.optimizer`` node: a partial ``torch.optim`` optimizer (AdamW by default)."""
-    _target_: str = "torch.optim.AdamW"
+    """The ``trainer.optimizer`` node: a partial ``torch.optim`` optimizer (Adam 1e-3 by default)."""
+    _target_: str = "torch.optim.Adam"
     _partial_: bool = True
-    lr: float = 3e-4
-    weight_decay: float = 0.05
+    lr: float = 1e-3
+    weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
 
@@ -97,9 +107,12 @@ class SchedulerConfig:
 
     _target_: str = "lstc_gait.engine.optim.warmup_cosine"
     _partial_: bool = True
-    warmup_steps: int = 20
+    warmup_steps: int = 0
     warmup_start: float = 0.01
     min_lr_ratio: float = 0.01
+    decay: str = "step"  # cosine | step (x step_factor at each fraction of step_at) | none
+    step_at: list[float] = field(default_factory=lambda: [0.8])
+    step_factor: float = 0.1
 
 
 @dataclass
@@ -117,11 +130,15 @@ class TrainerConfig:
     strategy: str = "single"  # single | ddp
     devices: int = 1  # processes for strategy=ddp (spawned unless launched by torchrun)
     backend: str = "auto"  # auto (gloo on CPU, nccl on CUDA) | gloo | nccl
-    max_steps: int = 120  # budget in iterations; 0 means use max_epochs
+    max_steps: int = 300  # budget in iterations; 0 means use max_epochs (or max_minutes)
     max_epochs: int = 0  # budget in sampler epochs when max_steps is 0
+    # Opt-in wall-clock budget (minutes of training, evaluation excluded): the schedule is planned
+    # for the steps that fit (measured step time), capped by max_steps when that is > 0.
+    max_minutes: float = 0.0
+    eval_every_minutes: float = 0.0  # evaluate every so many training minutes (0: off)
     eval_every: int = 0  # steps between evaluations; 0 = evaluate once at the end
     log_every: int = 5  # steps between loss/lr logging (the only host syncs of the loop)
-    checkpoint_every: int = 40  # steps between writes of checkpoints/last.pt
+    checkpoint_every: int = 100  # steps between writes of checkpoints/last.pt
     amp: bool = False
     amp_dtype: str = "auto"  # auto (bf16 on CPU where native, else fp32; fp16 + grad scaler on CUDA) | bf16 | fp16
     compile: bool = False  # torch.compile the model for training and evaluation (compile time is logged)
@@ -144,6 +161,7 @@ class EvalConfig:
     batch_size: int = 8
     monitor: str = "auto"  # metric that picks best.pt; auto = mean of the probe sets' rank-1
     num_workers: int = 0
+    gei_baseline: bool = True  # after training, print GEI + nearest neighbour on the same test rows
 
 
 @dataclass
@@ -184,6 +202,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.joint_type": ("lstc", "dynamic"),  # None (the variant's) is allowed
     "pooling.name": ("hard", "soft", "mean", "max"),
     "loss.distance": ("euclidean", "sqeuclidean", "cosine"),
+    "loss.mining": ("batch_all", "batch_hard"),
+    "model.head": ("single", "parts"),
+    "trainer.scheduler.decay": ("cosine", "step", "none"),
     "trainer.strategy": ("single", "ddp"),
     "trainer.backend": ("auto", "gloo", "nccl"),
     "trainer.amp_dtype": ("auto", "bf16", "fp16"),
@@ -217,8 +238,10 @@ def check_choices(cfg: DictConfig | Any) -> None:
         if value is not None and value < 1:
             raise ValueError(f"config key {key}={value} must be >= 1")
     if OmegaConf.select(cfg, "trainer.max_steps", default=1) <= 0 and \
-            OmegaConf.select(cfg, "trainer.max_epochs", default=1) <= 0:
-        raise ValueError("set a training budget: trainer.max_steps > 0 or trainer.max_epochs > 0")
+            OmegaConf.select(cfg, "trainer.max_epochs", default=1) <= 0 and \
+            OmegaConf.select(cfg, "trainer.max_minutes", default=0) <= 0:
+        raise ValueError("set a training budget: trainer.max_steps > 0, trainer.max_epochs > 0 or "
+                         "trainer.max_minutes > 0")
 
 
 def register_configs() -> None:

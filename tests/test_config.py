@@ -74,7 +74,7 @@ def test_defaults_are_the_main_job():
     assert cfg.dataset.name == "synthetic" and cfg.dataset.synthetic is not None
     assert cfg.model.variant == "lstc" and cfg.loss.ce_weight == 1 and cfg.loss.triplet_weight == 1
     assert cfg.sampler._target_.endswith("PKSampler") and cfg.tracking.enabled
-    assert cfg.trainer.optimizer.lr == 3e-4 and cfg.trainer.optimizer.weight_decay == 0.05
+    assert cfg.trainer.optimizer.lr == 1e-3 and cfg.trainer.optimizer.weight_decay == 0.0  # Adam 1e-3 (issue 16)
     assert cfg.dataset.evaluation == "casia_b"
     # trainer/default.yaml restates the typed defaults exactly; the model's live only in the schema
     assert OmegaConf.to_container(cfg.trainer) == OmegaConf.to_container(OmegaConf.structured(TrainerConfig))
@@ -174,7 +174,7 @@ def test_debug_shrinks_data_model_and_steps():
     # options chosen on the command line still apply on top of debug
     assert compose(["trainer=debug", "model=dynamic", "sampler=multiview_pk"]).model.variant == "dynamic"
     ddp = compose(["trainer=ddp"])
-    assert ddp.trainer.strategy == "ddp" and ddp.trainer.devices == 2 and ddp.trainer.optimizer.lr == 3e-4
+    assert ddp.trainer.strategy == "ddp" and ddp.trainer.devices == 2 and ddp.trainer.optimizer.lr == 1e-3
 
 
 def test_hydra_settings():

@@ -73,7 +73,7 @@ def test_mlflow_run_records_params_metrics_tables_and_checkpoints(debug_cfg, tmp
     (r,) = runs
     assert r.info.status == "FINISHED" and r.info.run_name == "model=dynamic,pooling=soft"
     assert len(r.data.params) >= 20 and r.data.params["model.variant"] == "dynamic"
-    assert r.data.params["trainer.optimizer.lr"] == "0.0003"
+    assert r.data.params["trainer.optimizer.lr"] == "0.001"
     for key in ("test/NM/rank1", "test/BG/rank1", "test/CL/rank1", "test/mAP", "train/loss", "train/lr"):
         assert key in r.data.metrics, key
     assert len(client.get_metric_history(r.info.run_id, "train/loss")) == 2

@@ -57,6 +57,12 @@ class TrainSettings:
     grad_clip: float = 5.0
     progress: bool = True
     monitor: str = "auto"
+    # Opt-in wall-clock budget in minutes of training (evaluations excluded); 0 = off. The number
+    # of steps that fit is measured after ``calibration_steps`` steps and the schedule re-planned
+    # for it (capped by ``max_steps`` when that is > 0); training also stops when the budget is spent.
+    max_minutes: float = 0.0
+    eval_every_minutes: float = 0.0  # evaluate every so many training minutes (0: off)
+    calibration_steps: int = 10
 
 
 @dataclass
@@ -69,6 +75,9 @@ class FitResult:
     seconds: float = 0.0
     sequences_per_second: float = 0.0
     checkpoints: dict[str, Path] = field(default_factory=dict)
+    # every evaluation: {"step", "train_minutes", **metrics}
+    history: list[dict[str, float]] = field(default_factory=list)
+    planned_steps: int = 0  # the steps the schedule was planned for (max_steps, or the max_minutes plan)
 
 
 def monitor_value(metrics: dict[str, float], monitor: str) -> float | None:
@@ -143,6 +152,9 @@ class Trainer:
         self.best: float | None = None
         self.last_metrics: dict[str, float] = {}
         self.extra_state: dict[str, Any] = {}
+        self.train_seconds = 0.0  # training wall-clock so far (evaluations excluded), kept across resumes
+        self.planned_steps = int(settings.max_steps)  # the max_minutes plan once calibrated
+        self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -164,6 +176,8 @@ class Trainer:
             "metrics": dict(self.last_metrics),
             "num_classes": self.num_classes,
             "config": self.config,
+            "train_seconds": self.train_seconds,
+            "planned_steps": self.planned_steps,
             **self.extra_state,
         }
 
@@ -198,6 +212,10 @@ class Trainer:
         self.step = int(state["step"])
         self.best = state.get("best")
         self.last_metrics = dict(state.get("metrics") or {})
+        self.train_seconds = float(state.get("train_seconds") or 0.0)
+        if self.settings.max_minutes > 0 and state.get("planned_steps"):
+            self.planned_steps = int(state["planned_steps"])  # the schedule continues as planned
+            self._replan(self.planned_steps)
 
     def save(self, name: str) -> Path | None:
         """Write ``<checkpoint_dir>/<name>`` (rank 0 only).
@@ -259,11 +277,31 @@ class Trainer:
         if self.tracker is not None and self.dist.is_main:
             self.tracker.log_metrics({f"time/compile_{what}_s": seconds}, step=self.step)
 
+    def _replan(self, steps: int) -> None:
+        from .optim import replan_total_steps
+
+        self.planned_steps = max(self.step, int(steps), 1)
+        if not replan_total_steps(self.scheduler, self.planned_steps):
+            log.warning("trainer.max_minutes: the scheduler %s cannot be re-planned; its length stays",
+                        type(self.scheduler).__name__)
+
+    def _plan_for_budget(self, calib_steps: int, calib_seconds: float) -> None:
+        """Plan the steps that fit the remaining budget at the measured seconds per step."""
+        s = self.settings
+        per_step = calib_seconds / max(1, calib_steps)
+        remaining = s.max_minutes * 60.0 - self.train_seconds
+        plan = self.step + max(0, int(remaining / max(per_step, 1e-6)))
+        if s.max_steps > 0:
+            plan = min(plan, s.max_steps)
+        self._replan(plan)
+        log.info("trainer.max_minutes=%g: %.3f s/step measured, schedule planned for %d steps", s.max_minutes,
+                 per_step, self.planned_steps)
+
     def evaluate(self) -> dict[str, float]:
-        """Run the evaluation hook on the EMA (or raw) model.
+        """Evaluate the (EMA) model with the evaluator, keep best.pt and record the history.
 
         Returns:
-            The metrics ({} without a hook).
+            The evaluator's metrics (empty without an evaluator or on non-main ranks).
         """
         if self.evaluator is None:
             return {}
@@ -271,6 +309,10 @@ class Trainer:
         metrics = self.evaluator(self._eval_model(), self.step)
         self._log_compile_time("evaluation", time.perf_counter() - started)
         self.last_metrics = dict(metrics)
+        if metrics:
+            self.history.append({"step": float(self.step), "train_minutes": self.train_seconds / 60.0, **metrics})
+            if self.tracker is not None and self.dist.is_main:
+                self.tracker.log_metrics({"time/train_minutes": self.train_seconds / 60.0}, step=self.step)
         if self.dist.is_main:
             value = monitor_value(metrics, self.settings.monitor)
             if value is not None and (self.best is None or value > self.best):
@@ -287,22 +329,32 @@ class Trainer:
             t /= self.dist.world_size
         return t
 
+    def _budget_left(self) -> bool:
+        s = self.settings
+        # Under DDP the ranks' clocks could disagree on the last step: they follow the (broadcast) plan only.
+        return s.max_minutes <= 0 or self.dist.enabled or self.train_seconds < s.max_minutes * 60.0
+
     def fit(self) -> FitResult:
-        """Train until ``max_steps``, evaluating and checkpointing on the way.
+        """Train to the planned steps (``max_steps``, or the ``max_minutes`` plan), then evaluate.
 
         Returns:
-            The result.
+            The :class:`FitResult` (final metrics, losses, evaluation history, timing).
         """
         s = self.settings
+        budget = s.max_minutes > 0
+        if not budget:
+            self.planned_steps = s.max_steps
+        elif self.planned_steps <= 0:
+            self.planned_steps = s.max_steps if s.max_steps > 0 else 10 ** 9
         result = FitResult(step=self.step)
-        if self.step >= s.max_steps:
-            log.info("nothing to train: the checkpoint is at step %d of %d", self.step, s.max_steps)
+        if self.step >= self.planned_steps or not self._budget_left():
+            log.info("nothing to train: the checkpoint is at step %d of %d", self.step, self.planned_steps)
         bar = None
-        if s.progress and self.dist.is_main and self.step < s.max_steps:
+        if s.progress and self.dist.is_main and self.step < self.planned_steps:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=s.max_steps, initial=self.step, desc="train", unit="step", file=sys.stderr,
-                       dynamic_ncols=True)
+            bar = tqdm(total=self.planned_steps if self.planned_steps < 10 ** 9 else None, initial=self.step,
+                       desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
         self.model.train()
         window_loss = torch.zeros((), device=self.device)
         window_parts: dict[str, torch.Tensor] = {}
@@ -310,10 +362,17 @@ class Trainer:
         window_start = time.perf_counter()
         t0 = time.perf_counter()
         seen = 0
-        batches = self._batches() if self.step < s.max_steps else iter(())
+        # max_minutes: calibrate the step time over steps 3..calibration_steps of this process (the
+        # first ones pay for allocation and the loader start), then re-plan at 20 % and 50 % of the plan.
+        calib_from, calib_clock = self.step + 2, 0.0
+        replan_at = [self.step + max(3, s.calibration_steps)] if budget else []
+        batches = self._batches() if self.step < self.planned_steps else iter(())
         local_bs = getattr(self.sampler, "local_batch_size", 0)
+        next_eval = (math.floor(self.train_seconds / 60.0 / s.eval_every_minutes) + 1) * s.eval_every_minutes \
+            if s.eval_every_minutes > 0 else math.inf
         try:
-            while self.step < s.max_steps:
+            while self.step < self.planned_steps and self._budget_left():
+                step_start = time.perf_counter()
                 x, y = next(batches)
                 step_started = time.perf_counter()
                 loss, parts = self._train_step(x, y)
@@ -327,7 +386,24 @@ class Trainer:
                 window_steps += 1
                 if bar is not None:
                     bar.update(1)
-                if self.step % s.log_every == 0 or self.step == s.max_steps:
+                if budget:
+                    if self.step == calib_from:
+                        calib_clock = time.perf_counter()
+                    if replan_at and self.step >= replan_at[0]:
+                        # every rank plans from rank 0's clock: the same number of steps everywhere
+                        measured = (time.perf_counter() - calib_clock, self.step - calib_from)
+                        if self.dist.enabled:
+                            from .distributed import broadcast_object
+
+                            measured = broadcast_object(measured)
+                        self._plan_for_budget(measured[1], measured[0])
+                        replan_at.pop(0)
+                        if len(replan_at) == 0 and self.step < 0.2 * self.planned_steps:
+                            replan_at = [int(0.2 * self.planned_steps), int(0.5 * self.planned_steps)]
+                        if bar is not None:
+                            bar.total = self.planned_steps
+                            bar.refresh()
+                if self.step % s.log_every == 0 or self.step == self.planned_steps:
                     stacked = torch.stack([window_loss, *[window_parts[k] for k in sorted(window_parts)]])
                     values = (self._reduce_mean(stacked) / window_steps).tolist()
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
@@ -347,17 +423,25 @@ class Trainer:
                         if bar is not None:
                             bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", seq_s=f"{rate:.1f}")
                         else:
-                            log.info("step %d/%d loss %.4f lr %.2e %.1f seq/s", self.step, s.max_steps,
+                            log.info("step %d/%d loss %.4f lr %.2e %.1f seq/s", self.step, self.planned_steps,
                                      mean_loss, lr, rate)
                     window_loss = torch.zeros((), device=self.device)
                     window_parts = {}
                     window_steps = 0
                     window_start = time.perf_counter()
-                if s.eval_every > 0 and self.step % s.eval_every == 0 and self.step < s.max_steps:
+                self.train_seconds += time.perf_counter() - step_start
+                last = self.step >= self.planned_steps or not self._budget_left()
+                due = (s.eval_every > 0 and self.step % s.eval_every == 0) or self.train_seconds / 60.0 >= next_eval
+                if due and not last:
+                    while self.train_seconds / 60.0 >= next_eval:
+                        next_eval += s.eval_every_minutes
+                    pause = time.perf_counter()
                     self.evaluate()
                     self.model.train()
-                    window_start = time.perf_counter()
-                if s.checkpoint_every > 0 and self.step % s.checkpoint_every == 0 and self.step < s.max_steps:
+                    window_start += time.perf_counter() - pause
+                    if budget:
+                        calib_clock += time.perf_counter() - pause
+                if s.checkpoint_every > 0 and self.step % s.checkpoint_every == 0 and not last:
                     path = self.save("last.pt")  # after the evaluation: a resume does not redo it
                     if path is not None:
                         result.checkpoints["last"] = path
@@ -379,4 +463,6 @@ class Trainer:
         result.step = self.step
         result.metrics = metrics
         result.best = self.best
+        result.history = list(self.history)
+        result.planned_steps = self.planned_steps
         return result

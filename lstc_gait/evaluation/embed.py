@@ -59,8 +59,8 @@ def extract_embeddings(model: torch.nn.Module, dataset: Dataset, batch_size: int
     ``dataset`` items are ``(uint8 tensor (T, H, W), position)``; batches come from
     ``collate_fn`` (default ``lstc_gait.data.datasets.collate_padded``) as
     ``(x uint8 (N, Tmax, H, W), lengths, positions)``. The model gets ``x[:, None] / 255`` on
-    ``device`` and ``lengths``, and must return a dict with ``"embedding"`` (N, ...); embeddings
-    with more than 2 dims are flattened. ``amp`` runs the forward under autocast (bf16 / fp16);
+    ``device`` and ``lengths``, and must return a dict with ``"embedding"`` (N, ...); part embeddings
+    (N, D, P) are kept 3-D (the protocols average per-part distances), others are flattened to 2-D. ``amp`` runs the forward under autocast (bf16 / fp16);
     the returned embeddings are always float32.
     """
     if batch_size < 1:
@@ -89,9 +89,12 @@ def extract_embeddings(model: torch.nn.Module, dataset: Dataset, batch_size: int
                     result = model(x, lengths=lengths.to(device))
                 if not isinstance(result, dict) or "embedding" not in result:
                     raise TypeError("model(x, lengths=...) must return a dict with an 'embedding' entry")
-                emb = result["embedding"].float().reshape(len(positions), -1).cpu().numpy()
+                emb = result["embedding"].float()
+                if emb.dim() != 3:  # (N, D, P) part embeddings stay 3-D: compared part by part
+                    emb = emb.reshape(len(positions), -1)
+                emb = emb.cpu().numpy()
                 if out is None:
-                    out = np.empty((n, emb.shape[1]), dtype=np.float32)
+                    out = np.empty((n, *emb.shape[1:]), dtype=np.float32)
                 pos = positions.numpy()
                 out[pos] = emb
                 filled[pos] = True

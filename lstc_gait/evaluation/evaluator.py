@@ -304,6 +304,11 @@ class Evaluator:
             EvaluationError: Unknown protocol or distance.
         """
         tables, metrics = run_protocol(self.protocol, embeddings, subjects, types, views, self.metric)
+        from lstc_gait.evaluation.baselines import same_view_table
+
+        same = same_view_table(tables)  # the diagonal the cross-view protocol leaves out
+        if same is not None:
+            metrics.update({f"{k}/same_view_rank1": float(v) for k, v in same["mean"].items()})
         header = table_header(self.protocol, self.metric, checkpoint, split)
         files: dict[str, list[Path]] = {}
         for out_dir in out_dirs:

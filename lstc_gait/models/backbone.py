@@ -48,7 +48,8 @@ class LSTCBackbone(nn.Module):
                  use_temporal: bool = True, use_spatial: bool = True, use_joint: bool = True,
                  joint_type: str = "lstc", branch_width: str | int = "half_split", min_branch_width: int = 8,
                  dynamic_experts: int = 4, dynamic_gate_hidden: int = 0, dynamic_temperature: float = 1.0,
-                 pooling: str = "hard", topk: int = 2, temperature: float = 1.0) -> None:
+                 pooling: str = "hard", topk: int = 2, temperature: float = 1.0,
+                 flat_embedding: bool = True) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("base_channels", base_channels),
                             ("num_stripes", num_stripes), ("embedding_dim", embedding_dim)):
@@ -82,8 +83,11 @@ class LSTCBackbone(nn.Module):
         self.block3 = AsymmetricBlock(c2, c3, kernels[2], **block_kw)
         self.head = conv_bn_relu(c3, c3, 1)
         self.lstp = LSTP(num_stripes, pooling, topk, temperature)
-        self.fc = nn.Linear(c3 * num_stripes, embedding_dim)
-        self.bn = nn.BatchNorm1d(embedding_dim)
+        # The single-vector head (the original model's); a parts head (models.heads.PartHead) reads
+        # the stripe features instead and the backbone then has no flat embedding.
+        self.flat_embedding = bool(flat_embedding)
+        self.fc = nn.Linear(c3 * num_stripes, embedding_dim) if self.flat_embedding else None
+        self.bn = nn.BatchNorm1d(embedding_dim) if self.flat_embedding else None
         # Inference runs the batch in chunks whose full-resolution activations fit in cache.
         self.eval_chunk: int | None = None  # None = automatic (see eval_chunk_size), 0 = no chunking
 
@@ -160,6 +164,8 @@ class LSTCBackbone(nn.Module):
         y = self.block3(_masked(y, mask, self.block3), mask)
         y = self.head(y)
         flat, parts = self.lstp(y, lengths)
+        if not self.flat_embedding:
+            return {"parts": parts}
         return {"embedding": self._embed(flat), "parts": parts}
 
     def _embed(self, flat: Tensor) -> Tensor:

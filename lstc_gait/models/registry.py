@@ -106,4 +106,21 @@ def dynamic(num_classes: int = 0, **kwargs: Any) -> GaitModel:
     return build_gait_model(num_classes, **_with_joint(dict(kwargs), "dynamic"))
 
 
+@register_model("gaitset")
+def gaitset(num_classes: int = 0, **kwargs: Any) -> Any:
+    """GaitSet (Chao et al., AAAI 2019): per-frame 2D CNN, max set pooling, HPM, part FCs.
+
+    Args:
+        num_classes: Training identities for the per-part BNNeck classifier (0: embedding only).
+        **kwargs: The ``model`` node; GaitSet reads ``in_channels``, ``part_dim``, ``pyramid`` (HPM
+            bins), ``bnneck``, ``input_size``, ``gaitset_channels`` and ignores the LSTC keys.
+
+    Returns:
+        A :class:`~lstc_gait.models.gaitset.GaitSet`.
+    """
+    from .gaitset import build_gaitset
+
+    return build_gaitset(num_classes, **kwargs)
+
+
 __all__ = ["build_model", "model_names", "register_model"]

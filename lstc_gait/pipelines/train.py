@@ -123,8 +123,9 @@ def build_tracker(cfg: DictConfig, job: JobInfo, run_dir: Path, run_id: str | No
         "lstc_gait.overrides": " ".join(job.overrides),
         "lstc_gait.overrides_json": json.dumps(job.override_dict()),
         "lstc_gait.run_dir": str(run_dir.absolute()),
-        "branches": branches_in_words(*(bool(cfg.model.get(f"use_{n}", True))
-                                        for n in ("temporal", "spatial", "joint"))),
+        "branches": (str(cfg.model.get("variant")) if cfg.model.get("variant") == "gaitset"  # no LSTC branches
+                     else branches_in_words(*(bool(cfg.model.get(f"use_{n}", True))
+                                              for n in ("temporal", "spatial", "joint")))),
         **{f"choice.{k}": v for k, v in job.choices.items()},
     }
     return hydra.utils.instantiate(cfg.tracking, run_name=job.run_name, parent_run_id=job.parent_run_id,
@@ -239,7 +240,9 @@ def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, 
     loss_fn = hydra.utils.instantiate(cfg.loss)
     optimizer = hydra.utils.instantiate(tr.optimizer, _convert_="all")(param_groups(model, tr.optimizer.weight_decay))
     max_steps = int(tr.max_steps) if tr.max_steps > 0 else int(tr.max_epochs) * sampler.num_batches(0)
-    scheduler = hydra.utils.instantiate(tr.scheduler)(optimizer, total_steps=max_steps)
+    max_minutes = float(OmegaConf.select(tr, "max_minutes", default=0.0) or 0.0)
+    # with max_minutes the trainer re-plans the schedule's length once it has measured a step
+    scheduler = hydra.utils.instantiate(tr.scheduler)(optimizer, total_steps=max(1, max_steps or 10 ** 6))
     dtype = amp_dtype(bool(tr.amp), tr.amp_dtype, device)
 
     test_rows = TestRows(data.cache, data.test_rows, ds.width, ds.test_max_frames,
@@ -250,7 +253,8 @@ def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, 
                           tracker=tracker, progress=progress)
     settings = TrainSettings(max_steps=max_steps, eval_every=int(tr.eval_every), log_every=max(1, int(tr.log_every)),
                              checkpoint_every=int(tr.checkpoint_every), grad_clip=float(tr.grad_clip),
-                             progress=progress, monitor=cfg.eval.monitor)
+                             progress=progress, monitor=cfg.eval.monitor, max_minutes=max_minutes,
+                             eval_every_minutes=float(OmegaConf.select(tr, "eval_every_minutes", default=0.0) or 0.0))
     trainer = Trainer(train_model, loss_fn, optimizer, scheduler, sampler, loader, settings, device,
                       autocast_factory(device, dtype), make_scaler(device, dtype), ema=ema, dist_info=dist_info,
                       evaluator=TrainingEvaluation(evaluator, run_dir, "EMA" if ema is not None else "model"),
@@ -262,10 +266,17 @@ def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, 
         trainer.load_state_dict(resume.state, resume.path)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume.path, trainer.step, trainer.epoch,
                  trainer.index)
-    log.info("training %d steps: %s batches of %d x %d sequences x %d frames on %s%s", max_steps,
+    log.info("training %s: %s batches of %d x %d sequences x %d frames on %s%s",
+             f"{max_minutes:g} minutes" + (f" (at most {max_steps} steps)" if max_steps else "") if max_minutes
+             else f"{max_steps} steps",
              type(sampler).__name__, cfg.sampler.p, cfg.sampler.k, ds.num_frames, device,
              f" x {dist_info.world_size} processes" if dist_info.enabled else "")
     result = trainer.fit()
+    if dist_info.is_main and result.metrics and bool(OmegaConf.select(cfg, "eval.gei_baseline", default=True)):
+        from lstc_gait.evaluation.baselines import print_gei_comparison
+
+        print_gei_comparison(data.cache, data.test_rows, ds.evaluation, ds.width, cfg.eval.metric, result.metrics,
+                             tracker, result.step)
     if dist_info.is_main:
         log.info("done: step %d, %.1fs training, %.1f seq/s; test %s", result.step, result.seconds,
                  result.sequences_per_second,
