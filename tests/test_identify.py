@@ -266,3 +266,28 @@ def test_enroll_identify_round_trip_and_unknown_rejected(tmp_path, clips):
     res = identify(gal, clips[(1, "nm-03")][0], None, top_k=5, threshold=1e6, device="cpu")
     assert [r["rank"] for r in res.rows] == [1, 2, 3] and all(r["accepted"] for r in res.rows)
     assert len(Gallery.open(gal)) == 6
+
+
+def test_part_embeddings_keep_their_shape_and_part_wise_distance(tmp_path):
+    """A part-embedding model's (N, D, P) gallery round-trips and is compared part by part."""
+    from lstc_gait.evaluation.metrics import pairwise_distance
+    from lstc_gait.identify.gallery import Gallery
+    from lstc_gait.identify.pipeline import _distances
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(3, 5, 4)).astype(np.float32)  # (N, D, P)
+    gal = Gallery(tmp_path / "g", {"path": "m.pt", "sha256": "x"}, None, "euclidean")
+    gal.add(emb, [{"subject": s, "content_hash": f"h{s}"} for s in "abc"])
+    gal.save()
+    back = Gallery.open(tmp_path / "g")
+    assert back.item_embeddings.shape == (3, 5, 4)
+    np.testing.assert_array_equal(back.item_embeddings, emb)
+    probe = emb[:1] + 0.1
+    d = _distances(probe, back.item_embeddings, back.metric)
+    expected = pairwise_distance(probe, emb, "euclidean").numpy()
+    np.testing.assert_allclose(d, expected, rtol=1e-6)
+    # part-wise: the mean over parts of per-part distances, not the distance of flattened vectors
+    by_hand = np.mean(np.linalg.norm(probe[:, :, None, :] - emb.transpose(1, 0, 2)[None], axis=1), axis=-1)
+    np.testing.assert_allclose(d, by_hand, rtol=1e-5)
+    with pytest.raises(Exception, match="shape"):
+        back.add(rng.normal(size=(1, 5, 3)).astype(np.float32), [{"subject": "d", "content_hash": "hd"}])

@@ -70,7 +70,9 @@ class Gallery:
         model_config: the checkpoint's model config (for humans; the hash decides compatibility).
         metric: distance metric (``euclidean`` or ``cosine``).
         entries: one dict per enrolled sequence.
-        embeddings: float32 (N, D).
+        embeddings: float32 (N, D) as stored; part embeddings (N, D, P) are kept flattened to
+            (N, D * P) and :attr:`item_shape` restores them.
+        item_shape: one entry's embedding shape, ``(D,)`` or ``(D, P)``; () before the first entry.
         threshold: the open-set threshold record, or None before calibration.
         generation: how many times the gallery was written.
     """
@@ -83,6 +85,7 @@ class Gallery:
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     threshold: dict[str, Any] | None = None
     generation: int = 0
+    item_shape: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------------------------------ reading
     @classmethod
@@ -113,8 +116,10 @@ class Gallery:
                 raise IdentifyError(f"{folder / str(emb_name)}: {emb.shape} embeddings for {len(entries)} entries")
         else:
             emb = np.zeros((0, int(meta.get("embedding_dim") or 0)), np.float32)
+        item_shape = tuple(int(v) for v in meta.get("item_shape") or emb.shape[1:])
         return cls(folder, dict(meta["checkpoint"]), meta.get("model_config"), str(meta.get("metric", "euclidean")),
-                   entries, emb.astype(np.float32), meta.get("threshold"), int(meta.get("generation", 0)))
+                   entries, emb.astype(np.float32), meta.get("threshold"), int(meta.get("generation", 0)),
+                   item_shape)
 
     @classmethod
     def open_or_create(cls, folder: str | os.PathLike, checkpoint: dict[str, str],
@@ -154,12 +159,31 @@ class Gallery:
                 return e
         return None
 
+    @property
+    def item_embeddings(self) -> np.ndarray:
+        """The embeddings in the model's own shape, float32 (N, D) or (N, D, P) (part-wise distances)."""
+        return self.embeddings.reshape(len(self.embeddings), *self.item_shape) if self.item_shape else self.embeddings
+
     def add(self, embeddings: np.ndarray, entries: Sequence[dict[str, Any]]) -> None:
-        """Append entries (in memory; :meth:`save` writes them). The threshold becomes stale."""
-        emb = np.asarray(embeddings, dtype=np.float32).reshape(len(entries), -1)
+        """Append entries (in memory; :meth:`save` writes them). The threshold becomes stale.
+
+        Args:
+            embeddings: float32 (len(entries), D) or (len(entries), D, P), the model's embeddings.
+            entries: One record per embedding (subject, source, content hash, frames, time).
+
+        Raises:
+            IdentifyError: The embeddings' shape differs from the gallery's.
+        """
+        raw = np.asarray(embeddings, dtype=np.float32)
+        shape = tuple(int(v) for v in raw.shape[1:])
+        if len(self.entries) and self.item_shape and shape != tuple(self.item_shape):
+            raise IdentifyError(f"{self.folder}: embeddings of shape {shape} do not fit the gallery's "
+                                f"{tuple(self.item_shape)}")
+        emb = raw.reshape(len(entries), -1)
         if len(self.entries) and emb.shape[1] != self.embeddings.shape[1]:
             raise IdentifyError(f"{self.folder}: embeddings of size {emb.shape[1]} do not fit the gallery's "
                                 f"{self.embeddings.shape[1]}")
+        self.item_shape = shape
         self.embeddings = emb if not len(self.entries) else np.concatenate([self.embeddings, emb])
         self.entries.extend(dict(e) for e in entries)
 
@@ -183,6 +207,7 @@ class Gallery:
             "model_config": self.model_config,
             "metric": self.metric,
             "embedding_dim": int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0,
+            "item_shape": list(self.item_shape),
             "threshold": self.threshold,
             "embeddings_file": emb_name,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

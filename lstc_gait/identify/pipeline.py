@@ -281,7 +281,7 @@ def calibrate_threshold(gallery: Gallery, far: float) -> dict[str, Any] | None:
     subj = gallery.subjects
     if len(set(subj.tolist())) < 2:
         return None
-    d = _distances(gallery.embeddings, gallery.embeddings, gallery.metric)
+    d = _distances(gallery.item_embeddings, gallery.item_embeddings, gallery.metric)
     iu = np.triu_indices(len(subj), k=1)
     same = (subj[:, None] == subj[None, :])[iu]
     rec = threshold_at_far(d[iu][same], d[iu][~same], far)
@@ -319,7 +319,7 @@ def enroll(checkpoint: str | os.PathLike, gallery_dir: str | os.PathLike, input_
     Raises:
         IdentifyError: bad input, a gallery from another checkpoint, ...; the gallery is unchanged.
     """
-    from lstc_gait.data.locking import exclusive_lock
+    from lstc_gait.utils.locking import exclusive_lock
 
     opts = opts or SilhouetteOptions()
     sources = list_sources(input_path, subject, need_subject=True, base_dir=base_dir)
@@ -416,7 +416,7 @@ def identify(gallery_dir: str | os.PathLike, input_path: str | os.PathLike, out_
     Raises:
         IdentifyError: bad input, an empty gallery, a checkpoint that is not the gallery's, ...
     """
-    from lstc_gait.data.locking import exclusive_lock
+    from lstc_gait.utils.locking import exclusive_lock
 
     if int(top_k) < 1:
         raise IdentifyError(f"top_k must be >= 1, got {top_k}")
@@ -443,7 +443,7 @@ def identify(gallery_dir: str | os.PathLike, input_path: str | os.PathLike, out_
                 fresh.save()
     value = float(info["value"])
     emb = embedder.embed([s.frames for s in seqs])
-    d = _distances(emb, gal.embeddings, gal.metric)
+    d = _distances(emb, gal.item_embeddings, gal.metric)
     ranked = rank_subjects(d, gal.subjects, int(top_k))
     rows = []
     for s, ranking in zip(seqs, ranked):
