@@ -9,7 +9,8 @@ full_key: trainer.optimizer.lrr``). Values with a fixed set of choices are check
 """
 
 # No `from __future__ import annotations`: OmegaConf reads the annotations at runtime.
-from dataclasses import dataclass, field
+from dataclasses import MISSING as NO_DEFAULT
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -247,6 +248,40 @@ def check_choices(cfg: DictConfig | Any) -> None:
                          "trainer.max_minutes > 0")
 
 
+def model_default(name: str) -> Any:
+    """The schema's default for one ``model`` key, as a plain value for a constructor's signature.
+
+    The model constructors (:class:`lstc_gait.models.LSTCBackbone`, :class:`~lstc_gait.models.heads.GaitModel`,
+    :class:`~lstc_gait.models.gaitset.GaitSet` and their builders) take their keyword defaults from
+    here, so :class:`ModelConfig` stays the one place the defaults live. The pooling keys, which
+    the model node reads from the ``pooling`` group by interpolation, resolve to
+    :class:`PoolingConfig`'s defaults; ``joint_type=None`` (the variant's own joint branch)
+    resolves to the default variant's (``lstc``); lists become tuples (immutable defaults).
+
+    Args:
+        name: A :class:`ModelConfig` field, e.g. ``"base_channels"``.
+
+    Returns:
+        The default value: an int, float, bool, str, None, or a (nested) tuple.
+
+    Raises:
+        KeyError: ``name`` is not a field of :class:`ModelConfig`.
+    """
+    spec = {f.name: f for f in fields(ModelConfig)}.get(name)
+    if spec is None:
+        raise KeyError(f"{name!r} is not a model config key")
+    value = spec.default_factory() if spec.default is NO_DEFAULT else spec.default  # type: ignore[misc]
+    if isinstance(value, str) and value.startswith("${pooling."):
+        value = getattr(PoolingConfig, value[len("${pooling."):-1])
+    if name == "joint_type" and value is None:
+        value = ModelConfig.variant  # the default variant, lstc, uses the lstc joint branch
+    return _frozen(value)
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
 def register_configs() -> None:
     """Register the typed root (``train_schema``) in Hydra's ConfigStore (idempotent)."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
@@ -255,5 +290,5 @@ def register_configs() -> None:
 __all__ = [
     "CHOICES", "EMAConfig", "EvalConfig", "LossConfig", "ModelConfig", "OptimizerConfig", "PathsConfig",
     "PoolingConfig", "SamplerConfig", "SchedulerConfig", "TrackingConfig", "TrainConfig", "TrainerConfig",
-    "MISSING", "check_choices", "register_configs",
+    "MISSING", "check_choices", "model_default", "register_configs",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,10 +50,14 @@ class _Precomputed(Evaluator):
 
 class _Tracker:
     def __init__(self):
-        self.tables, self.metrics = {}, {}
+        self.tables, self.metrics, self.root = {}, {}, []
 
     def log_table(self, df, name, files=None, **kwargs):
         self.tables[name] = files
+
+    def log_artifact(self, path, artifact_path=None):
+        if artifact_path is None:
+            self.root.append(Path(path).name)
 
     def log_metrics(self, metrics, step=None):
         self.metrics.update(metrics)
@@ -80,6 +86,10 @@ def test_training_tables_state_the_ou_mvlp_misses_policy(tmp_path):
     _check_ou_headers(tmp_path / "tables")  # the latest copy, which is the one logged
     assert tracker.tables["rank1_excl_missing"][0] == tmp_path / "tables" / "rank1_excl_missing.csv"
     assert tracker.metrics["test/rank1_excl_missing"] == pytest.approx(100.0)
+    # the headline is OU-MVLP's rank-1 with misses counted
+    assert tracker.metrics["test/mean/rank1"] == pytest.approx(tracker.metrics["test/rank1"])
+    # per-view tables also at the artifact root (MLflow's compare view), cross-view matrices not
+    assert sorted(tracker.root) == ["rank1.md", "rank1_excl_missing.md"]
     _, header = read_table(tmp_path / "tables" / "rank1.csv")
     assert header["checkpoint"] == "EMA weights at step 5" and header["split"] == "ou_mvlp (4 test subjects)"
 

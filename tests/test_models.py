@@ -214,3 +214,27 @@ def test_train_mode_uses_batch_stats_and_eval_is_deterministic():
     with torch.no_grad():
         assert torch.equal(net(x)["embedding"], net(x)["embedding"])
     assert int(net.stem[1].num_batches_tracked) == 1
+
+
+def test_constructor_defaults_are_the_typed_schemas():
+    """The schema is the one place model defaults live: the constructors read theirs from it."""
+    import inspect
+
+    from lstc_gait.config_schema import ModelConfig, model_default
+    from lstc_gait.models.gaitset import GaitSet, build_gaitset
+
+    assert model_default("base_channels") == ModelConfig.base_channels == 8
+    assert model_default("pooling") == "hard" and model_default("joint_type") == "lstc"
+    for fn in (LSTCBackbone, GaitModel, build_gait_model, GaitSet, build_gaitset):
+        params = inspect.signature(fn).parameters
+        shared = [k for k in params if k in ModelConfig.__dataclass_fields__]
+        assert shared, fn
+        for name in shared:
+            if (fn, name) in ((GaitModel, "head"), (build_gait_model, "head")):
+                assert params[name].default == "single"  # the legacy head of configs without one
+                continue
+            assert params[name].default == model_default(name), (fn.__name__, name)
+    net = LSTCBackbone()
+    assert net.config["base_channels"] == 8 and net.config["kernels"] == ((3, 7, 3), (3, 5, 3), (3, 3, 3))
+    with pytest.raises(TypeError):
+        LSTCBackbone(1, 8)  # keyword-only: no positional call can silently shift a size

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from lstc_gait.tracking import sweep
+from lstc_gait.tracking import report, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "lstc_gait" / "conf")
@@ -137,7 +137,9 @@ def test_basic_launcher_failing_job_is_recorded_and_table_still_written(tmp_path
     assert status == {"casia_b": "FINISHED", "bogus": "FAILED"}
     assert parent.info.status == "FAILED"
     table = _check_comparison(client, parent, sweep_dir, 2)
-    assert table["dataset.split"].tolist() == ["casia_b", "bogus"]  # job order
+    assert table["dataset.split"].tolist() == ["casia_b", "bogus"]  # best first, no result last
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert failed.data.tags["error"] and failed.info.run_name == "split=bogus"
     ok = table.iloc[0]
     good = next(c for c in children if c.info.status == "FINISHED")
     for cond in ("NM", "BG", "CL"):
@@ -161,7 +163,11 @@ def test_joblib_two_workers_lose_nothing(tmp_path, tiny_data_dir, store):
         history = client.get_metric_history(child.info.run_id, "train/loss")
         assert sorted(m.step for m in history) == [1, 2, 3]  # log_every=1, 3 steps: nothing lost
     table = _check_comparison(client, parent, sweep_dir, 2)
-    assert table["model"].tolist() == ["lstc", "dynamic"]
+    assert sorted(table["model"]) == ["dynamic", "lstc"]
+    heads = table[report.HEADLINE].tolist()
+    assert heads == sorted(heads, reverse=True)  # best first
+    for child in children:  # short names: the swept setting only
+        assert child.info.run_name == f"model={child.data.params['model.variant']}"
 
 
 def test_submitit_local_sweep(tmp_path, tiny_data_dir, store):
@@ -171,7 +177,7 @@ def test_submitit_local_sweep(tmp_path, tiny_data_dir, store):
     client, parent, children = _parent_and_children(store, sweep_dir)
     assert parent.info.status == "FINISHED" and {c.info.status for c in children} == {"FINISHED"}
     table = _check_comparison(client, parent, sweep_dir, 2)
-    assert table["pooling"].tolist() == ["hard", "mean"]
+    assert sorted(table["pooling"]) == ["hard", "mean"]
     assert {c.data.tags["branches"] for c in children} == {"temporal+spatial+joint"}
 
 
@@ -207,7 +213,7 @@ def test_callback_records_jobs_that_never_opened_a_run(tmp_path):
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
     assert len(children) == 2 and {c.info.status for c in children} == {"FAILED"}
     soft = next(c for c in children if c.data.tags["lstc_gait.overrides"] == "pooling=soft")
-    assert "is broken" in soft.data.tags["lstc_gait.error"]
+    assert "is broken" in soft.data.tags["error"]
     assert client.get_run(parent).info.status == "FAILED"
     table = pd.read_csv(sweep_dir / "comparison.csv")
     assert table["pooling"].tolist() == ["hard", "soft"] and set(table["status"]) == {"FAILED"}

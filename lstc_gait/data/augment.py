@@ -31,6 +31,13 @@ class AugmentConfig:
         affine_shift: the largest shift, pixels.
         affine_scale: the largest relative scale change.
         frame_dropout: each frame replaced by its predecessor with this probability.
+
+    Raises:
+        ValueError: a probability, ``erase_max_frac`` or ``affine_scale`` outside [0, 1], or a
+            negative ``affine_shift``.
+
+    Warns:
+        UserWarning: ``flip_prob > 0`` (a flip changes the view).
     """
 
     flip_prob: float = 0.0
@@ -44,7 +51,12 @@ class AugmentConfig:
     frame_dropout: float = 0.0
 
     def enabled(self) -> bool:
-        """Whether any augmentation can fire."""
+        """Whether any augmentation can fire.
+
+        Returns:
+            True when any of the probabilities (flip, erase, dilate, erode, affine, frame dropout)
+            is above 0.
+        """
         return any(p > 0 for p in (self.flip_prob, self.erase_prob, self.dilate_prob, self.erode_prob,
                                    self.affine_prob, self.frame_dropout))
 
@@ -63,7 +75,14 @@ class AugmentConfig:
 
 
 def dilate3x3(frames: np.ndarray) -> np.ndarray:
-    """Per-frame 3x3 maximum filter (binary dilation on 0/255 silhouettes), zero border."""
+    """Per-frame 3x3 maximum filter (binary dilation on 0/255 silhouettes), zero border.
+
+    Args:
+        frames: (T, H, W) array, uint8 0/255 silhouettes (any numeric dtype works).
+
+    Returns:
+        (T, H, W), ``frames``' dtype: each pixel the maximum of its 3x3 neighbourhood.
+    """
     padded = np.pad(frames, ((0, 0), (1, 1), (1, 1)))
     h, w = frames.shape[1:]
     rows = np.maximum(np.maximum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
@@ -74,10 +93,11 @@ def erode3x3(frames: np.ndarray) -> np.ndarray:
     """Per-frame 3x3 minimum filter (binary erosion on 0/255 silhouettes), zero border.
 
     Args:
-        frames: uint8 (T, H, W).
+        frames: (T, H, W) array, uint8 0/255 silhouettes (a signed dtype works too).
 
     Returns:
-        uint8 (T, H, W).
+        (T, H, W), ``frames``' dtype: each pixel the minimum of its 3x3 neighbourhood (outside
+        the frame counts as 0, so the border erodes).
     """
     return 255 - dilate3x3(255 - frames) if frames.dtype == np.uint8 else -dilate3x3(-frames)
 
@@ -87,12 +107,12 @@ def affine_jitter(frames: np.ndarray, dy: float, dx: float, scale: float) -> np.
 
     Args:
         frames: uint8 (T, H, W).
-        dy: vertical shift in pixels.
-        dx: horizontal shift in pixels.
-        scale: scale factor (> 0).
+        dy: vertical shift in pixels (positive: down).
+        dx: horizontal shift in pixels (positive: right).
+        scale: scale factor, > 0 (not checked); > 1 enlarges.
 
     Returns:
-        uint8 (T, H, W).
+        uint8 (T, H, W), a new array; pixels mapped from outside the frame are 0.
     """
     t, h, w = frames.shape
     ys = np.rint((np.arange(h) - (h - 1) / 2 - dy) / scale + (h - 1) / 2).astype(np.int64)
@@ -104,16 +124,23 @@ def affine_jitter(frames: np.ndarray, dy: float, dx: float, scale: float) -> np.
 
 
 def apply_augment(frames: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Augmented copy of ``frames`` (T, H, W) uint8. The same draws happen whatever the outcome,
-    so one switch does not change the randomness of the others.
+    """Augmented copy of a training clip.
+
+    Order: frame dropout, then dilation or erosion, affine jitter, random erasing (one rectangle
+    of side ``0.3..1 x erase_max_frac`` of the frame's, the same in every frame; Zhong et al.,
+    "Random Erasing Data Augmentation", AAAI 2020), flip. The same draws happen whatever the
+    outcome (7 + T + 5 uniforms), so one switch does not change the randomness of the others.
 
     Args:
-        frames: uint8 (T, H, W).
+        frames: uint8 (T, H, W) silhouettes, 0/255; not modified.
         cfg: the augmentations.
         rng: the sample's generator.
 
     Returns:
-        uint8 (T, H, W), contiguous.
+        uint8 (T, H, W), a new C-contiguous array.
+
+    Raises:
+        ValueError: ``frames`` is not 3-D.
     """
     out = np.array(frames, dtype=np.uint8, copy=True)
     t, h, w = out.shape

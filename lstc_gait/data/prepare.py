@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..utils.fileio import atomic_output
+from ..utils.locking import exclusive_lock
 from .cache import (
     FRAME_SHAPE,
     REPORT_FILE,
@@ -51,7 +52,6 @@ from .frames import (
     read_pickle_sequence,
 )
 from .layouts import LayoutError, detect_layout, duplicate_rows, list_frames, scan_roots
-from .locking import exclusive_lock
 from .pretreat import EMPTY_THRESHOLD, FrameError, pretreat_frame
 
 log = logging.getLogger(__name__)

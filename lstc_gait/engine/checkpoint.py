@@ -41,6 +41,8 @@ LEGACY_MODEL_DEFAULTS: dict[str, Any] = {
     "dynamic_gate_hidden": 0, "dynamic_temperature": 1.0, "pooling": "hard", "topk": 2, "temperature": 1.0,
     # part heads came later: a stored config without them is the original single-vector head
     "head": "single", "bnneck": True,
+    # and so did the model-input resize: a stored config without it fed the frames as they are
+    "input_size": None,
 }
 
 

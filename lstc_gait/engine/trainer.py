@@ -26,6 +26,17 @@ from .ema import ModelEMA
 from .runtime import rng_state, set_rng_state, to_model_input
 
 log = logging.getLogger(__name__)
+STEP_LINE = "step %d/%d loss %.4f lr %.2e %.1f seq/s"  # logged every log_every steps
+
+
+def _log_to_files_only(level: int, msg: str, args: tuple) -> None:
+    """Log a line to the root logger's file handlers only (the console shows a progress bar)."""
+    if not log.isEnabledFor(level):
+        return
+    record = log.makeRecord(log.name, level, __file__, 0, msg, args, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 class Tracker(Protocol):
@@ -441,11 +452,12 @@ class Trainer:
                             metrics[f"train/{k}"] = v
                         if self.tracker is not None:
                             self.tracker.log_metrics(metrics, step=self.step)
-                        if bar is not None:
+                        args = (self.step, self.planned_steps, mean_loss, lr, rate)
+                        if bar is not None:  # the bar shows it; the log files (train.log) still get the line
                             bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", seq_s=f"{rate:.1f}")
+                            _log_to_files_only(logging.INFO, STEP_LINE, args)
                         else:
-                            log.info("step %d/%d loss %.4f lr %.2e %.1f seq/s", self.step, self.planned_steps,
-                                     mean_loss, lr, rate)
+                            log.info(STEP_LINE, *args)
                     window_loss = torch.zeros((), device=self.device)
                     window_parts = {}
                     window_steps = 0

@@ -51,6 +51,32 @@ def misses_policy(protocol: str, table_name: str) -> str:
     return "yes (probes without a gallery sequence of their subject at that view count as misses)"
 
 
+HEADLINE_METRIC = "mean/rank1"  # logged as test/mean/rank1: the one number a run is sorted by
+CASIA_B_CONDITIONS = ("NM", "BG", "CL")
+
+
+def headline_rank1(metrics: Mapping[str, float], protocol: str | None = None) -> float | None:
+    """A run's headline number, ``mean/rank1`` (logged as ``test/mean/rank1``).
+
+    CASIA-B (Yu et al. 2006): the mean of the NM, BG and CL rank-1 (each the mean over probe views,
+    identical view excluded, misses counted). OU-MVLP (Takemura et al. 2018): the protocol's rank-1
+    with misses counted (``rank1``, not ``rank1_excl_missing``). Retrieval: its rank-1.
+
+    Args:
+        metrics: Metric name -> value without the ``test/`` prefix (``NM/rank1``, ``rank1``, ...).
+        protocol: ``casia_b``, ``ou_mvlp`` or ``retrieval``; None infers it from the names present.
+
+    Returns:
+        The headline in percent, or None when the metrics hold none of its parts.
+    """
+    sets = [float(metrics[f"{c}/rank1"]) for c in CASIA_B_CONDITIONS
+            if metrics.get(f"{c}/rank1") is not None and np.isfinite(float(metrics[f"{c}/rank1"]))]
+    if protocol == "casia_b" or (protocol is None and sets):
+        return float(sum(sets) / len(sets)) if sets else None
+    value = metrics.get("rank1")
+    return float(value) if value is not None and np.isfinite(float(value)) else None
+
+
 def table_header(protocol: str, metric: str, checkpoint: str, split: str) -> dict[str, str]:
     """The facts every table states except the misses policy (set per table by :func:`write_tables`).
 
@@ -153,12 +179,14 @@ def write_tables(tables: Mapping[str, Any], out_dir: str | os.PathLike,
     return written
 
 
-def format_tables(tables: Mapping[str, Any], header: Mapping[str, str]) -> str:
+def format_tables(tables: Mapping[str, Any], header: Mapping[str, str], title: str | None = None) -> str:
     """The header line and each per-view table (cross-view matrices are only named) as text.
 
     Args:
         tables: Name -> DataFrame.
         header: :func:`table_header`'s dict.
+        title: A first line naming whose tables these are (the run's name in a sweep, where the
+            jobs' outputs interleave); None: no such line.
 
     Returns:
         Printable text.
@@ -167,7 +195,8 @@ def format_tables(tables: Mapping[str, Any], header: Mapping[str, str]) -> str:
 
     from lstc_gait.evaluation.tables import format_table
 
-    lines = [" | ".join(f"{k}: {v}" for k, v in header.items())]
+    lines = [f"== {title} ==", ""] if title else []
+    lines.append(" | ".join(f"{k}: {v}" for k, v in header.items()))
     for name, table in tables.items():
         if isinstance(table, pd.DataFrame) and not str(name).startswith("crossview"):
             lines.append(f"\n{name} (misses counted: {misses_policy(header['protocol'], str(name))})")
@@ -246,6 +275,9 @@ class Evaluator:
         show: Print the tables.
         same_view: Retrieval's ``exclude_same_view``: ``auto`` (exclude the query's subject at the
             query's view only when the sequences have more than one view), ``true`` or ``false``.
+        verification: Also compute ROC, EER and TAR@FAR 1e-2/1e-3 on the protocol's probe x gallery
+            pairs (metrics ``verify/...``) and write/log ``roc.png`` (``evaluation/verification.py``).
+        title: Printed above the tables (the run's name, so parallel sweep jobs' tables are told apart).
 
     Raises:
         EvaluationError: Unknown protocol or distance.
@@ -255,7 +287,8 @@ class Evaluator:
     def __init__(self, protocol: str, metric: str = "euclidean", test_rows: TestRows | None = None, *,
                  batch_size: int = 8, num_workers: int = 0, device: torch.device | str = "cpu",
                  amp: torch.dtype | bool | None = None, dist_info: Any = None, tracker: Any = None,
-                 progress: bool = True, show: bool = True, same_view: Any = "auto") -> None:
+                 progress: bool = True, show: bool = True, verification: bool = True,
+                 title: str | None = None, same_view: Any = "auto") -> None:
         if protocol not in PROTOCOL_NAMES:
             raise EvaluationError(f"protocol={protocol!r} is not one of: {', '.join(PROTOCOL_NAMES)}")
         if metric not in DISTANCES:
@@ -275,6 +308,8 @@ class Evaluator:
         self.tracker = tracker
         self.progress = progress
         self.show = show
+        self.verification = verification
+        self.title = title
         self.last: EvalResult | None = None
 
     def check(self, labels: Mapping[str, Sequence[str]] | None = None) -> None:
@@ -347,7 +382,8 @@ class Evaluator:
             step: Training step of the metrics (None: 0).
 
         Returns:
-            The tables, metrics, files and header.
+            The tables, metrics (with the headline ``mean/rank1``, see :func:`headline_rank1`), files
+            and header.
 
         Raises:
             EvaluationError: Unknown protocol or distance.
@@ -359,19 +395,41 @@ class Evaluator:
         same = same_view_table(tables)  # the diagonal the cross-view protocol leaves out
         if same is not None:
             metrics.update({f"{k}/same_view_rank1": float(v) for k, v in same["mean"].items()})
+        roc = None
+        if self.verification:
+            from lstc_gait.evaluation.verification import plot_roc, protocol_verification
+
+            verify, roc = protocol_verification(self.protocol, embeddings, subjects, types, views, self.metric)
+            metrics = {**metrics, **verify}
+        headline = headline_rank1(metrics, self.protocol)
+        if headline is not None:
+            metrics = {**metrics, HEADLINE_METRIC: headline}
         header = {**table_header(self.protocol, self.metric, checkpoint, split),
                   **same_view_header(self.protocol, self.same_view, views)}
         files: dict[str, list[Path]] = {}
+        roc_file = None
         for out_dir in out_dirs:
             files = write_tables(tables, out_dir, header)
+            if roc is not None:
+                from lstc_gait.utils.fileio import atomic_output
+
+                roc_file = Path(out_dir) / "roc.png"
+                with atomic_output(roc_file) as tmp:
+                    plot_roc({f"{self.protocol} probe x gallery": roc}, tmp, title=f"ROC ({self.metric})")
         if self.show:
-            print("\n" + format_tables(tables, header) + "\n", flush=True)
+            print("\n" + format_tables(tables, header, self.title) + "\n", flush=True)
         if self.tracker is not None:
             for name, table in tables.items():
                 if name in files:
                     self.tracker.log_table(table, str(name).replace("/", "_"), files=tuple(files[name]))
+                    if not str(name).startswith("crossview"):
+                        # MLflow's compare view shows only files at the artifact root, side by side
+                        # when every run has them: the per-view tables' Markdown goes there too.
+                        self.tracker.log_artifact(files[name][1])
             self.tracker.log_metrics({f"test/{k}": float(v) for k, v in metrics.items()
                                       if v is not None and np.isfinite(float(v))}, step=step)
+            if roc_file is not None and hasattr(self.tracker, "log_artifact"):
+                self.tracker.log_artifact(roc_file, "verification")
         self.last = EvalResult(dict(tables), dict(metrics), files, header)
         return self.last
 
@@ -441,6 +499,6 @@ class TrainingEvaluation:
                                   (tables / f"step_{step:07d}", tables), step).metrics
 
 
-__all__ = ["DISTANCES", "PROTOCOL_NAMES", "EvalResult", "EvaluationError", "Evaluator", "TestRows",
-           "TrainingEvaluation", "format_tables", "misses_policy", "run_protocol", "same_view_header", "table_header",
-           "write_tables"]
+__all__ = ["CASIA_B_CONDITIONS", "DISTANCES", "HEADLINE_METRIC", "PROTOCOL_NAMES", "EvalResult", "EvaluationError",
+           "Evaluator", "TestRows", "TrainingEvaluation", "format_tables", "headline_rank1", "misses_policy",
+           "run_protocol", "same_view_header", "table_header", "write_tables"]

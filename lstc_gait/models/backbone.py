@@ -1,5 +1,9 @@
 """LSTCBackbone: stem -> 3 asymmetric blocks (2x spatial max-pool between) -> 1x1x1 head -> LSTP -> embedding.
 
+The LSTC/LSTP gait model of the original lstc-gait project (asymmetric temporal, spatial and
+joint spatio-temporal branches per block, then local spatio-temporal pooling over horizontal
+stripes), re-implemented for CPU inference; see ``/work/shared/reference`` for the original.
+
 Padding correctness: with ``lengths`` given, padded frames (``t >= L``) are re-zeroed before every
 op that looks across time (stem and block inputs), the dynamic gate averages valid frames only,
 and pooling never selects padded frames, so a padded batch embeds each sequence exactly as if it
@@ -14,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config_schema import model_default
 from .blocks import AsymmetricBlock
 from .convbn import bn_is_folding, bn_scale_shift, conv_bn_relu
 from .memory_format import recording_graph, to_channels_last
@@ -21,6 +26,7 @@ from .pooling import LSTP, POOLING_MODES
 from .spatial_pool import SpatialMaxPool2
 from .stripes import check_stripes
 
+# The original lstc-gait project's fixed block kernels (the compat importer's architecture).
 DEFAULT_KERNELS = ((3, 7, 3), (3, 5, 3), (3, 3, 3))
 # Inference chunk budget for one full-resolution activation. Small chunks keep a block's working
 # set in cache (2.5x faster than one batch-16 pass) and keep every buffer under the size glibc
@@ -42,7 +48,18 @@ def feature_rows(input_height: int) -> int:
 
 
 def normalize_kernels(kernels: Sequence[Sequence[int]]) -> tuple[tuple[int, int, int], ...]:
-    """Accept nested lists/tuples (e.g. from Hydra) and return three ``(kT, kH, kW)`` tuples."""
+    """Accept nested lists/tuples (e.g. from Hydra) and return three ``(kT, kH, kW)`` tuples.
+
+    Args:
+        kernels: three ``(kT, kH, kW)`` kernel sizes, one per asymmetric block; each size odd and
+            positive (frames, pixels, pixels).
+
+    Returns:
+        The kernels as a tuple of three int triples.
+
+    Raises:
+        ValueError: not three triples, or a size that is even or below 1.
+    """
     try:
         out = tuple(tuple(int(v) for v in k) for k in kernels)
     except TypeError as exc:
@@ -53,15 +70,58 @@ def normalize_kernels(kernels: Sequence[Sequence[int]]) -> tuple[tuple[int, int,
 
 
 class LSTCBackbone(nn.Module):
-    """The LSTC/LSTP gait backbone; ``forward(x, lengths=None) -> {"embedding": (N, D), "parts": (N, C3, S)}``."""
+    """The LSTC/LSTP gait backbone (the original lstc-gait project).
 
-    def __init__(self, in_channels: int = 1, base_channels: int = 16, num_stripes: int = 8,
-                 embedding_dim: int = 256, kernels: Sequence[Sequence[int]] = DEFAULT_KERNELS,
-                 use_temporal: bool = True, use_spatial: bool = True, use_joint: bool = True,
-                 joint_type: str = "lstc", branch_width: str | int = "half_split", min_branch_width: int = 8,
-                 dynamic_experts: int = 4, dynamic_gate_hidden: int = 0, dynamic_temperature: float = 1.0,
-                 pooling: str = "hard", topk: int = 2, temperature: float = 1.0,
-                 flat_embedding: bool = True) -> None:
+    ``x: (N, C, T, H, W) float32 -> {"embedding": (N, D), "parts": (N, 4 * base_channels, S)}``:
+    a 3x3x3 conv stem, three asymmetric blocks (LSTC: separate temporal, spatial and joint
+    spatio-temporal branches; widths ``base_channels``, 2x, 4x) with a 2x spatial max-pool after
+    the first two, a 1x1x1 conv, then LSTP (local spatio-temporal pooling: each of ``S``
+    horizontal stripes pooled over space, then over time by top-k or softmax weighting), and,
+    with ``flat_embedding``, ``Linear(C3 * S, D) + BatchNorm1d``.
+
+    Every argument is keyword-only; its default is the typed config's
+    (:func:`lstc_gait.config_schema.model_default`), the one place model defaults live.
+
+    Args:
+        in_channels: C of the input (1 for silhouettes).
+        base_channels: width of the stem and first block; the blocks are 1x, 2x, 4x this wide.
+        num_stripes: S, horizontal stripes LSTP pools; must divide ``H // 4``.
+        embedding_dim: D of the flat embedding.
+        kernels: ``(kT, kH, kW)`` of each block's joint branch (odd; frames, pixels, pixels).
+        use_temporal: build the blocks' temporal branch.
+        use_spatial: build the blocks' spatial branch.
+        use_joint: build the blocks' joint spatio-temporal branch.
+        joint_type: ``lstc`` (a 3D conv) or ``dynamic`` (a mixture of expert 3D convs).
+        branch_width: how a block splits its width over the branches (``half_split``, ...) or an int.
+        min_branch_width: the narrowest branch, channels.
+        dynamic_experts: experts of a dynamic joint branch.
+        dynamic_gate_hidden: hidden width of the dynamic gate (0: a linear gate).
+        dynamic_temperature: softmax temperature of the dynamic gate.
+        pooling: LSTP's temporal pooling, one of ``POOLING_MODES`` (``hard`` top-k, ``soft``, ...).
+        topk: frames the hard LSTP averages per stripe.
+        temperature: softmax temperature of the soft LSTP.
+        flat_embedding: build the ``Linear + BatchNorm1d`` flat head (False for a parts head,
+            which then reads ``parts`` and the output has no ``embedding``).
+
+    Raises:
+        ValueError: a size below 1, an unknown ``pooling``, or invalid ``kernels``; the blocks and
+            LSTP raise ValueError for their own invalid settings (e.g. ``joint_type``).
+    """
+
+    def __init__(self, *, in_channels: int = model_default("in_channels"),
+                 base_channels: int = model_default("base_channels"),
+                 num_stripes: int = model_default("num_stripes"),
+                 embedding_dim: int = model_default("embedding_dim"),
+                 kernels: Sequence[Sequence[int]] = model_default("kernels"),
+                 use_temporal: bool = model_default("use_temporal"), use_spatial: bool = model_default("use_spatial"),
+                 use_joint: bool = model_default("use_joint"), joint_type: str = model_default("joint_type"),
+                 branch_width: str | int = model_default("branch_width"),
+                 min_branch_width: int = model_default("min_branch_width"),
+                 dynamic_experts: int = model_default("dynamic_experts"),
+                 dynamic_gate_hidden: int = model_default("dynamic_gate_hidden"),
+                 dynamic_temperature: float = model_default("dynamic_temperature"),
+                 pooling: str = model_default("pooling"), topk: int = model_default("topk"),
+                 temperature: float = model_default("temperature"), flat_embedding: bool = True) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("base_channels", base_channels),
                             ("num_stripes", num_stripes), ("embedding_dim", embedding_dim)):
@@ -133,15 +193,42 @@ class LSTCBackbone(nn.Module):
         return None if lo == t else lengths  # all full length: same as no padding, skip masking
 
     def eval_chunk_size(self, x: Tensor) -> int:
-        """Sequences per inference chunk: ``eval_chunk`` if set, else as many as keep one
-        full-resolution activation (``base_channels x T x H x W`` fp32) within ~12 MB."""
+        """Sequences per inference chunk.
+
+        Args:
+            x: the input batch (N, C, T, H, W); only its shape and element size are read.
+
+        Returns:
+            ``eval_chunk`` if set (0: no chunking), else as many sequences as keep one
+            full-resolution activation (``base_channels x T x H x W`` elements of ``x``'s dtype)
+            within ~12 MB, at least 1.
+        """
         if self.eval_chunk is not None:
             return int(self.eval_chunk)
         n, _, t, h, w = x.shape
         per_sequence = self.config["base_channels"] * t * h * w * x.element_size()
         return max(1, _CHUNK_BYTES // max(1, per_sequence))
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:
+        """Embed silhouette sequences; padded frames never change a sequence's embedding.
+
+        In eval mode the batch runs in chunks of :meth:`eval_chunk_size` sequences (exact: BN
+        uses running statistics), except while a graph is recorded.
+
+        Args:
+            x: float (N, C, T, H, W), silhouettes in [0, 1]; ``H // 4`` divisible by S, ``W >= 4``.
+            lengths: int (N,) valid frames per sequence in [1, T] (frames ``t >= lengths[n]`` are
+                padding), or None (all T frames valid).
+
+        Returns:
+            ``parts``: (N, 4 * base_channels, S) LSTP stripe features, and, with
+            ``flat_embedding``, ``embedding``: (N, D), both in ``x``'s float dtype.
+
+        Raises:
+            ValueError: ``x`` not 5-D, of the wrong channel count, not floating point, empty, too
+                small for two 2x poolings or the stripes; ``lengths`` of the wrong shape, not an
+                integer tensor, or outside [1, T].
+        """
         lengths = self._check_input(x, lengths)
         # channels_last_3d throughout: oneDNN's native layout and the one that makes the stripe
         # fold a run of memcpys.
@@ -187,6 +274,7 @@ class LSTCBackbone(nn.Module):
         return self.bn(self.fc(flat))
 
     def extra_repr(self) -> str:
+        """The constructor settings, for ``repr``."""
         return ", ".join(f"{k}={v}" for k, v in self.config.items())
 
 

@@ -21,10 +21,22 @@ BRANCH_WIDTH_RULES = ("half_split", "full")
 
 def compute_branch_width(out_channels: int, num_branches: int, rule: str | int = "half_split",
                  min_branch_width: int = 8) -> int:
-    """Channels per branch.
+    """Channels per branch of an :class:`AsymmetricBlock`.
 
-    ``"half_split"`` (the original): ``max(out // (2n), min_branch_width)``;
+    ``"half_split"`` (the original lstc-gait rule): ``max(out // (2n), min_branch_width)``;
     ``"full"``: ``max(out // n, min_branch_width)``; an int: that width for every branch.
+
+    Args:
+        out_channels: The block's output channels.
+        num_branches: ``n``, the enabled branches (1 to 3).
+        rule: ``"half_split"``, ``"full"`` or a positive int (not a bool).
+        min_branch_width: Floor of the rule-based widths (ignored for an int rule).
+
+    Returns:
+        The branch width ``m`` (channels).
+
+    Raises:
+        ValueError: When ``num_branches < 1``, the rule is unknown or a bool, or an int rule is < 1.
     """
     if num_branches < 1:
         raise ValueError("num_branches must be >= 1")
@@ -42,7 +54,41 @@ def compute_branch_width(out_channels: int, num_branches: int, rule: str | int =
 
 
 class AsymmetricBlock(nn.Module):
-    """``in -> out`` block with up to three parallel branches and a 1x1x1 fuse (conv, BN, ReLU)."""
+    """Asymmetric block: ``(N, C_in, T, H, W) -> (N, C_out, T, H, W)`` float32 (or autocast dtype).
+
+    Up to three parallel branches of ``m`` channels each (:func:`compute_branch_width`), each
+    Conv + BN + ReLU, concatenated in the order temporal, spatial, joint and fused by a 1x1x1
+    Conv + BN + ReLU:
+
+    - temporal: ``(kT, 1, 1)`` conv (motion only);
+    - spatial: ``(1, kH, kW)`` conv (shape only);
+    - joint: :class:`~lstc_gait.models.lstc.LSTC` (stripe-local spatio-temporal conv) or
+      :class:`~lstc_gait.models.dynamic.DynamicConv3d` (expert-gated dynamic conv).
+
+    Source: the asymmetric block of the original lstc-gait project (``lstc/modules.py``,
+    /work/shared/reference/original-lstc-gait-README.md). State-dict keys as there:
+    ``branch_temporal.0/.1``, ``branch_spatial.0/.1``, ``branch_joint.*``, ``fuse.0/.1``.
+
+    Args:
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        kernel_size: ``(kT, kH, kW)``, odd positive ints (frames, rows, columns).
+        use_temporal: Build the temporal branch.
+        use_spatial: Build the spatial branch.
+        use_joint: Build the joint branch.
+        joint_type: ``"lstc"`` or ``"dynamic"``.
+        num_stripes: Height stripes ``S`` of the LSTC joint branch (input ``H >= S``).
+        branch_width: Branch-width rule, see :func:`compute_branch_width`.
+        min_branch_width: Floor of the rule-based branch width.
+        dynamic_experts: Experts ``E`` of the dynamic joint branch.
+        dynamic_gate_hidden: Hidden width of its gate (0: ``max(16, C_in // 2)``).
+        dynamic_temperature: Softmax temperature of its gate (> 0).
+
+    Raises:
+        ValueError: When no branch is enabled, ``joint_type`` is unknown, ``kernel_size`` is not
+            three odd positive ints, the branch-width rule is invalid, or the joint branch's
+            arguments are (``num_stripes < 1``, ``dynamic_experts < 1``, ``dynamic_temperature <= 0``).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int, int] = (3, 3, 3),
                  use_temporal: bool = True, use_spatial: bool = True, use_joint: bool = True,
@@ -81,7 +127,27 @@ class AsymmetricBlock(nn.Module):
         return self.kernel_size[0] > 1 and (self.branch_temporal is not None or self.branch_joint is not None)
 
     def forward(self, x: Tensor, time_mask: Tensor | None = None) -> Tensor:
-        """``time_mask`` (N, 1, T, 1, 1) marks valid frames; padded frames of ``x`` must already be zero."""
+        """Run the branches and the fuse.
+
+        In training the branches' BN + ReLU and the concatenation run as one op node
+        (``lstc_gait::batch_norm_relu_concat``); at inference with every BN folded (float32, no
+        autocast, not being exported) the joint pointwise conv, concatenation and fuse run as
+        ``lstc_gait::block_tail``.
+
+        Args:
+            x: ``(N, C_in, T, H, W)`` float activations; frames past each sequence's length must
+                already be zero.
+            time_mask: ``(N, 1, T, 1, 1)`` float mask, 1 at valid frames, 0 at padding (used by the
+                dynamic gate's average pool); None: all frames valid.
+
+        Returns:
+            ``(N, C_out, T, H, W)`` in channels_last_3d memory (except while exporting), ``x``'s dtype.
+
+        Raises:
+            ValueError: When ``x`` is not ``(N, C_in, T, H, W)`` (dynamic joint) or ``H`` is smaller
+                than ``num_stripes`` (LSTC joint).
+            RuntimeError: For other shape mismatches, from the convolutions.
+        """
         if self._fused_tail(x):
             return self._forward_fused_tail(x, time_mask)
         parts: list[BranchOutput] = []

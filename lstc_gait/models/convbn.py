@@ -20,21 +20,38 @@ from .memory_format import recording_graph, to_channels_last
 _MKLDNN = torch.backends.mkldnn.is_available()
 
 
-def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
-    """Per-channel affine map the BN applies in eval mode.
+def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm, dtype: torch.dtype | None = None
+                   ) -> tuple[Tensor, Tensor]:
+    """Per-channel affine map an eval-mode BatchNorm applies: ``bn(x) = x * scale + shift``.
+
+    ``scale = gamma / sqrt(running_var + eps)``, ``shift = beta - running_mean * scale`` (``gamma``
+    and ``beta`` taken as 1 and 0 when the BN is not affine). The one place the models compute a
+    BN's folded form: :func:`fold_conv_bn` and the backbone's BatchNorm1d-into-Linear fold use it.
 
     Args:
-        bn: A BatchNorm with running statistics.
+        bn: A BatchNorm (1d/2d/3d) with ``C`` features and running statistics.
+        dtype: Compute in this dtype (e.g. ``torch.float64`` for a high-precision fold); None
+            computes in the BN's own dtype with the exact ops of the inference path.
 
     Returns:
-        ``(scale, shift)``, each ``(C,)``: ``bn(x) = x * scale + shift`` per channel.
+        ``(scale, shift)``, each ``(C,)`` in ``dtype`` (or the BN's dtype), differentiable in
+        ``gamma`` and ``beta``.
+
+    Raises:
+        TypeError: When ``bn`` keeps no running statistics (``track_running_stats=False``);
+            check with :func:`bn_is_folding` first.
     """
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
+    var, mean, gamma, beta = bn.running_var, bn.running_mean, bn.weight, bn.bias
+    if dtype is not None:
+        var, mean = var.to(dtype), mean.to(dtype)
+        gamma = None if gamma is None else gamma.to(dtype)
+        beta = None if beta is None else beta.to(dtype)
+    scale = torch.rsqrt(var + bn.eps)
+    if gamma is not None:
+        scale = scale * gamma
+    shift = -mean * scale
+    if beta is not None:
+        shift = shift + beta
     return scale, shift
 
 
@@ -50,19 +67,35 @@ def bn_is_folding(bn: nn.modules.batchnorm._BatchNorm) -> bool:
     return (not bn.training) and bn.track_running_stats and bn.running_mean is not None
 
 
-def fold_conv_bn(conv_weight: Tensor, conv_bias: Tensor | None, bn: nn.modules.batchnorm._BatchNorm
-                 ) -> tuple[Tensor, Tensor]:
-    """Weight and bias of the single convolution equal to ``bn(conv(x))`` in eval mode.
+def fold_conv_bn(conv_weight: Tensor, conv_bias: Tensor | None, bn: nn.modules.batchnorm._BatchNorm,
+                 dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """Weight and bias of the single convolution (or linear map) equal to ``bn(conv(x))`` in eval mode.
+
+    ``W' = W * s`` per output channel and ``b' = b * s + shift`` (``b' = shift`` without a conv
+    bias), with ``(s, shift)`` from :func:`bn_scale_shift`. The BN-folding helper of the package:
+    :class:`ConvBNReLU`, :class:`~lstc_gait.models.lstc.LSTC`, the fused block tail and
+    :func:`lstc_gait.models.fastops.fold_bn` all call it. No shape checks (hot path); the checked,
+    detached float64 variant is ``fastops.fold_bn``.
 
     Args:
-        conv_weight: ``(C_out, ...)`` convolution (or linear) weight.
+        conv_weight: ``(C_out, ...)`` convolution (``(C_out, C_in/groups, kT, kH, kW)``) or linear
+            (``(C_out, C_in)``) weight, any float dtype.
         conv_bias: ``(C_out,)`` or None.
-        bn: The eval-mode BatchNorm that follows.
+        bn: The eval-mode BatchNorm with ``C_out`` features that follows the conv.
+        dtype: Compute in this dtype (see :func:`bn_scale_shift`); None: the inputs' dtype.
 
     Returns:
-        ``(weight, bias)``: same shapes as the conv's, differentiable in all parameters.
+        ``(weight, bias)``: ``conv_weight``'s shape and ``(C_out,)``, in ``dtype`` (or the inputs'
+        dtype), differentiable in all parameters (not detached).
+
+    Raises:
+        TypeError: When ``bn`` keeps no running statistics.
+        RuntimeError: When ``C_out`` differs from the BN's feature count (broadcast error).
     """
-    scale, shift = bn_scale_shift(bn)
+    scale, shift = bn_scale_shift(bn, dtype)
+    if dtype is not None:
+        conv_weight = conv_weight.to(dtype)
+        conv_bias = None if conv_bias is None else conv_bias.to(dtype)
     weight = conv_weight * scale.view(-1, *([1] * (conv_weight.dim() - 1)))
     bias = shift if conv_bias is None else conv_bias * scale + shift
     return weight, bias
@@ -89,7 +122,10 @@ def conv3d_inference(x: Tensor, weight: Tensor, bias: Tensor | None, stride=1, p
         relu: Apply a ReLU.
 
     Returns:
-        ``(N, C_out, T', H', W')``.
+        ``(N, C_out, T', H', W')``, ``x``'s dtype.
+
+    Raises:
+        RuntimeError: When the shapes do not fit (from oneDNN or ``F.conv3d``).
     """
     if (_MKLDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and not torch.compiler.is_compiling() and not recording_graph()
@@ -107,10 +143,18 @@ def _triple_arg(v) -> list[int]:
 
 
 class ConvBNReLU(nn.Sequential):
-    """``nn.Sequential(Conv3d, BatchNorm3d)`` followed by ReLU; keys ``0.*`` (conv) and ``1.*`` (BN).
+    """Conv3d -> BatchNorm3d (-> ReLU): ``(N, C_in, T, H, W) -> (N, C_out, T', H', W')`` float.
 
-    Subclassing Sequential keeps the state_dict keys of the original checkpoints
-    (``stem.0.weight``, ``stem.1.running_mean``, ...).
+    An ``nn.Sequential(Conv3d, BatchNorm3d)`` with keys ``0.*`` (conv) and ``1.*`` (BN), which keeps
+    the state_dict keys of the original lstc-gait checkpoints (``stem.0.weight``,
+    ``stem.1.running_mean``, ...), in the manner of timm's ``BatchNormAct2d``. In eval mode the BN
+    is folded into the convolution (:func:`fold_conv_bn`); a one-channel stride-1 'same' conv (the
+    stem) runs as the op ``lstc_gait::stem_conv3d``.
+
+    Args:
+        conv: The convolution.
+        bn: The BatchNorm over its ``C_out`` output channels.
+        relu: Apply a ReLU after the BN.
     """
 
     def __init__(self, conv: nn.Conv3d, bn: nn.BatchNorm3d, relu: bool = True) -> None:
@@ -127,14 +171,20 @@ class ConvBNReLU(nn.Sequential):
                 and not recording_graph())
 
     def branch_output(self, x: Tensor) -> BranchOutput:
-        """The activated output, or in training ``(bn, conv output)`` for a block to normalise,
-        activate and concatenate in one node (``bn_relu.batch_norm_relu_concat``).
+        """The activated output, or in training ``(bn, conv output)`` for the caller to normalise.
+
+        A block normalises, activates and concatenates its branches' ``(bn, y)`` pairs in one op
+        node (:func:`lstc_gait.models.bn_relu.batch_norm_relu_concat`).
 
         Args:
             x: ``(N, C_in, T, H, W)`` input.
 
         Returns:
-            ``relu(bn(conv(x)))`` (or ``bn(conv(x))`` without ReLU), or ``(bn, conv(x))``.
+            ``relu(bn(conv(x)))`` ``(N, C_out, T', H', W')`` (or ``bn(conv(x))`` without ReLU), or in
+            training with ReLU ``(bn, conv(x))`` with ``conv(x)`` in channels_last_3d memory.
+
+        Raises:
+            RuntimeError: When ``x`` does not fit the convolution (from the conv).
         """
         conv: nn.Conv3d = self[0]
         bn: nn.BatchNorm3d = self[1]
@@ -154,7 +204,19 @@ class ConvBNReLU(nn.Sequential):
             return bn(y)
         return (bn, to_channels_last(y))
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
+        """``relu(bn(conv(x)))`` (``bn(conv(x))`` when built with ``relu=False``).
+
+        Args:
+            x: ``(N, C_in, T, H, W)`` float input.
+
+        Returns:
+            ``(N, C_out, T', H', W')``, ``x``'s dtype (BN folded in eval mode; batch statistics and
+            running-statistics update in training).
+
+        Raises:
+            RuntimeError: When ``x`` does not fit the convolution.
+        """
         out = self.branch_output(x)
         return out if isinstance(out, Tensor) else batch_norm_relu_concat([out])
 

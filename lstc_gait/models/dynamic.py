@@ -3,6 +3,14 @@
 Per sample ``n`` the kernel is ``K_n = sum_e g_ne W_e`` with ``g_n = softmax(gate(avgpool(x_n)) / tau)``
 over ``E`` experts; the output is a dense 'same'-padded 3D convolution with ``K_n`` (no BN/ReLU).
 
+Source: the gating follows Dynamic Convolution (Chen et al., "Dynamic Convolution: Attention over
+Convolution Kernels", CVPR 2020): a global average pool, FC -> ReLU -> FC, and a *softmax* with a
+temperature over the experts, so the attention weights sum to 1, and the kernels are aggregated
+before one convolution. CondConv (Yang et al. 2019) routes with independent sigmoids instead;
+that is not what this module does. Differences from Chen et al.: a fixed temperature (no
+annealing) and no BN after the convolution (the block's fuse normalises). The dynamic joint branch
+itself is the original lstc-gait project's option (/work/shared/reference/original-lstc-gait-README.md).
+
 Fast form: convolution is linear in the kernel, so ``conv(x_n, sum_e g_ne W_e) = sum_e g_ne conv(x_n, W_e)``.
 In training one dense convolution with the experts stacked as ``E * m`` output channels serves the
 whole batch, and a per-sample weighted sum over ``E`` finishes it (one efficient conv and its
@@ -27,7 +35,23 @@ from .memory_format import recording_graph
 
 
 class DynamicConv3d(nn.Module):
-    """Dynamic 3D convolution with ``num_experts`` expert kernels mixed by a per-sample gate."""
+    """Dynamic 3D conv: ``x (N, C_in, T, H, W) float -> (N, C_out, T, H, W)``, experts mixed per sample.
+
+    Chen et al. 2020 (see the module docstring): ``K_n = sum_e softmax(gate(avgpool(x_n)) / tau)_e W_e``.
+
+    Args:
+        in_channels: ``C_in``.
+        out_channels: ``C_out`` (``m``).
+        kernel_size: ``(kT, kH, kW)``, odd positive ints ('same' zero padding).
+        num_experts: ``E >= 1`` expert kernels.
+        gate_hidden: Hidden width of the gate; 0 or negative: ``max(16, C_in // 2)``.
+        temperature: Softmax temperature ``tau > 0`` (larger: flatter expert weights).
+        bias: Add a learnable ``(C_out,)`` bias (checkpoints may also load a per-expert ``(E, C_out)`` one).
+
+    Raises:
+        ValueError: When ``num_experts < 1``, ``temperature <= 0`` or ``kernel_size`` is not three
+            odd positive ints.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int, int] = (3, 3, 3),
                  num_experts: int = 4, gate_hidden: int = 0, temperature: float = 1.0, bias: bool = False) -> None:
@@ -53,12 +77,28 @@ class DynamicConv3d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-draw the expert kernels: Kaiming-uniform for a ReLU network, ``U(-b, b)``, ``b = sqrt(6 / fan_in)``.
+
+        ``fan_in = C_in * kT * kH * kW`` per expert. The gate convs and the bias keep their values.
+        """
         fan_in = self.in_channels * math.prod(self.kernel_size)
         bound = math.sqrt(6.0 / fan_in)  # Kaiming-uniform for a ReLU network, per expert
         nn.init.uniform_(self.weight, -bound, bound)
 
     def gate_weights(self, x: Tensor, time_mask: Tensor | None = None) -> Tensor:
-        """``(N, E)`` softmax gate; the global average pool covers valid frames only."""
+        """Per-sample expert weights ``softmax(FC(ReLU(FC(avgpool(x)))) / tau)``.
+
+        Args:
+            x: ``(N, C_in, T, H, W)`` float activations.
+            time_mask: ``(N, 1, T, 1, 1)`` float mask, 1 at valid frames: the global average pool
+                covers valid frames only; None: all frames.
+
+        Returns:
+            ``(N, E)`` in ``x``'s dtype, rows summing to 1 (softmax computed in float32).
+
+        Raises:
+            RuntimeError: When ``x`` has not ``C_in`` channels (from the gate's linear maps).
+        """
         if time_mask is None:
             pooled = x.mean(dim=(2, 3, 4))
         else:
@@ -69,7 +109,23 @@ class DynamicConv3d(nn.Module):
         logits = F.linear(hidden, g2.weight.flatten(1), g2.bias)
         return torch.softmax(logits.float() / self.temperature, dim=1).to(x.dtype)
 
-    def forward(self, x: Tensor, time_mask: Tensor | None = None) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor, time_mask: Tensor | None = None) -> Tensor:
+        """Convolve each sample with its own mixed kernel.
+
+        Training (or any autograd): one convolution with the ``E * C_out`` stacked expert channels,
+        then the per-sample weighted sum; CPU float32 inference without autograd: each sample's
+        kernel is mixed first and convolved alone (E times fewer multiply-adds). Same values.
+
+        Args:
+            x: ``(N, C_in, T, H, W)`` float activations.
+            time_mask: ``(N, 1, T, 1, 1)`` valid-frame mask for the gate's pool, or None.
+
+        Returns:
+            ``(N, C_out, T, H, W)``, ``x``'s dtype (no BN, no ReLU).
+
+        Raises:
+            ValueError: When ``x`` is not 5-D with ``C_in`` channels.
+        """
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"DynamicConv3d expects (N, {self.in_channels}, T, H, W), got {tuple(x.shape)}")
         n = x.shape[0]
@@ -126,5 +182,10 @@ class DynamicConv3d(nn.Module):
                                       unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
+        """Shapes and gate settings for ``repr(module)``.
+
+        Returns:
+            ``"C_in, C_out, kernel_size=..., experts=..., gate_hidden=..., temperature=..."``.
+        """
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"experts={self.num_experts}, gate_hidden={self.gate_hidden}, temperature={self.temperature}")

@@ -1,4 +1,4 @@
-"""Small helpers of the fast path: BN folding and the CPU's native-bf16 query.
+"""Small helpers of the fast path: a checked BN fold and the CPU's native-bf16 query.
 
 The hand-written kernels are custom ops in :mod:`lstc_gait.ops`.
 """
@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from lstc_gait.ops.build import cpu_flags
+
+from .convbn import fold_conv_bn
 
 __all__ = ["cpu_bf16_supported", "fold_bn"]
 
@@ -46,11 +48,26 @@ def cpu_bf16_supported() -> bool:
 def fold_bn(
     conv_weight: Tensor, conv_bias: Tensor | None, bn: nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d
 ) -> tuple[Tensor, Tensor]:
-    """Fold an eval-mode BatchNorm that follows a conv (or linear) into its weight and bias.
+    """Fold an eval-mode BatchNorm that follows a conv (or linear) into its weight and bias, checked.
 
-    bn(conv(x)) = gamma * (W x + b - mean) / sqrt(var + eps) + beta = W' x + b' with
-    W' = W * s (per output channel), b' = (b - mean) * s + beta, s = gamma / sqrt(var + eps).
-    Only valid with running statistics (eval mode); the returned tensors are detached.
+    ``bn(conv(x)) = gamma * (W x + b - mean) / sqrt(var + eps) + beta = W' x + b'`` with
+    ``W' = W * s`` (per output channel), ``b' = (b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``.
+    The math is :func:`lstc_gait.models.convbn.fold_conv_bn` (the package's one folding helper),
+    computed here in float64 without autograd, after validating the arguments: for offline use
+    (export, tests) where a clear error beats speed.
+
+    Args:
+        conv_weight: ``(C_out, ...)`` conv or linear weight, float dtype.
+        conv_bias: ``(C_out,)`` or None (a bias-free conv, as in the original model).
+        bn: BatchNorm with ``C_out`` features and running statistics (its train/eval mode is not
+            looked at: the running statistics are used).
+
+    Returns:
+        ``(weight, bias)``: ``conv_weight``'s shape and ``(C_out,)``, in ``conv_weight``'s dtype,
+        detached.
+
+    Raises:
+        ValueError: When ``bn`` keeps no running statistics, or ``C_out != bn.num_features``.
     """
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("fold_bn needs a BatchNorm with running statistics (track_running_stats=True)")
@@ -59,13 +76,5 @@ def fold_bn(
             f"fold_bn: conv has {conv_weight.shape[0]} output channels but BatchNorm has {bn.num_features}"
         )
     with torch.no_grad():
-        scale = torch.rsqrt(bn.running_var.double() + bn.eps)
-        if bn.weight is not None:
-            scale = scale * bn.weight.double()
-        bias = conv_bias.double() if conv_bias is not None else torch.zeros_like(scale)
-        bias = (bias - bn.running_mean.double()) * scale
-        if bn.bias is not None:
-            bias = bias + bn.bias.double()
-        shape = (-1,) + (1,) * (conv_weight.dim() - 1)
-        weight = conv_weight.double() * scale.reshape(shape)
+        weight, bias = fold_conv_bn(conv_weight, conv_bias, bn, dtype=torch.float64)
     return weight.to(conv_weight.dtype), bias.to(conv_weight.dtype)

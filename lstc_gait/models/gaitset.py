@@ -8,7 +8,8 @@ Written from the paper, compact form (no multilayer global pipeline):
 - set pooling: the maximum over the frames of a sequence (padded frames never win);
 - horizontal pyramid mapping (HPM): the feature map is split into 1, 2, 4, 8, 16 horizontal
   strips, each pooled with mean + max over its rows and columns;
-- one separate fully connected layer per strip (31 x ``Linear(128, 256)`` by default), giving an
+- one separate fully connected layer per strip (31 x ``Linear(128, D)``; D = 256 in the paper,
+  the config's ``model.part_dim`` here), giving an
   ``(N, D, P)`` part embedding that is compared part by part and trained with a triplet loss per
   part (batch-all in the paper); an optional per-part BNNeck classifier for a CE term.
 """
@@ -20,7 +21,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..config_schema import model_default
 from .heads import InputResize, PartBNNeck, SeparateFCs
+
+# GaitSet's own architecture (the paper's): what ``gaitset_channels=None`` and ``pyramid=None`` mean.
+GAITSET_CHANNELS = (32, 64, 128)
+GAITSET_BINS = (16, 8, 4, 2, 1)
 
 
 def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
@@ -28,25 +34,34 @@ def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
 
 
 class GaitSet(nn.Module):
-    """``forward(x (N, 1, T, H, W), lengths=None) -> {"embedding": (N, D, P), "parts": (N, C, P), "logits"?}``.
+    """GaitSet (Chao et al., AAAI 2019): per-frame CNN, set pooling, horizontal pyramid mapping.
+
+    ``x: (N, 1, T, H, W) float32 -> {"embedding": (N, D, P), "parts": (N, C, P),
+    "logits": (N, K, P) with a classifier}``, P = ``sum(bins)``, C = ``channels[2]``.
+
+    ``in_channels``, ``part_dim``, ``bnneck`` and ``input_size`` default to the typed config's
+    values (:func:`lstc_gait.config_schema.model_default`); ``channels`` and ``bins`` to the
+    paper's (:data:`GAITSET_CHANNELS`, :data:`GAITSET_BINS`).
 
     Args:
-        num_classes: training identities (0: no classifier).
+        num_classes: K, training identities (0: no classifier).
         in_channels: silhouette channels (1).
         channels: widths of the three conv stages.
-        bins: HPM strip counts; the height after the two pools must be divisible by each.
+        bins: HPM strip counts; the height after the two pools (``H // 4``) must be divisible by each.
         part_dim: D of every part's FC.
         bnneck: per-part BNNeck classifier when ``num_classes > 0``.
-        input_size: ``(h, w)`` model-input resize, or None.
+        input_size: ``(h, w)`` model-input resize in pixels, or None.
         frame_chunk: frames per CNN pass at inference (bounds memory on long sequences).
 
     Raises:
-        ValueError: bad sizes.
+        ValueError: a width, ``in_channels`` or ``part_dim`` below 1, a negative ``num_classes``,
+            no bins or a bin below 1, or an ``input_size`` side below 4.
     """
 
-    def __init__(self, num_classes: int = 0, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128),
-                 bins: Sequence[int] = (16, 8, 4, 2, 1), part_dim: int = 256, bnneck: bool = False,
-                 input_size: Sequence[int] | None = None, frame_chunk: int = 512) -> None:
+    def __init__(self, num_classes: int = 0, in_channels: int = model_default("in_channels"),
+                 channels: Sequence[int] = GAITSET_CHANNELS, bins: Sequence[int] = GAITSET_BINS,
+                 part_dim: int = model_default("part_dim"), bnneck: bool = model_default("bnneck"),
+                 input_size: Sequence[int] | None = model_default("input_size"), frame_chunk: int = 512) -> None:
         super().__init__()
         c1, c2, c3 = (int(c) for c in channels)
         if min(c1, c2, c3, in_channels, part_dim) < 1 or num_classes < 0:
@@ -82,7 +97,17 @@ class GaitSet(nn.Module):
                                                                                      self.frame_chunk)])
 
     def hpm(self, fmap: Tensor) -> Tensor:
-        """Horizontal pyramid mapping: ``(N, C, h, w) -> (N, C, P)`` (mean + max per strip)."""
+        """Horizontal pyramid mapping (Chao et al., AAAI 2019): mean + max over each strip.
+
+        Args:
+            fmap: float (N, C, h, w) set-pooled feature map.
+
+        Returns:
+            float (N, C, P), the strips of every bin count in ``bins`` order, top to bottom.
+
+        Raises:
+            ValueError: ``h`` is not divisible by a bin count.
+        """
         n, c, h, _ = fmap.shape
         out = []
         for b in self.bins:
@@ -103,7 +128,7 @@ class GaitSet(nn.Module):
             ``embedding`` (N, D, P), ``parts`` (N, C, P) pooled strips, ``logits`` (N, K, P) with a classifier.
 
         Raises:
-            ValueError: a wrongly shaped input.
+            ValueError: ``x`` is not 5-D, or its feature height ``H // 4`` is not divisible by a bin.
         """
         if x.dim() != 5:
             raise ValueError(f"GaitSet expects x of shape (N, C, T, H, W), got {tuple(x.shape)}")
@@ -126,27 +151,33 @@ class GaitSet(nn.Module):
         return out
 
 
-def build_gaitset(num_classes: int = 0, in_channels: int = 1, part_dim: int = 128,
-                  pyramid: Sequence[int] | None = None, bnneck: bool = True,
-                  input_size: Sequence[int] | None = None, gaitset_channels: Sequence[int] | None = None,
+def build_gaitset(num_classes: int = 0, in_channels: int = model_default("in_channels"),
+                  part_dim: int = model_default("part_dim"), pyramid: Sequence[int] | None = model_default("pyramid"),
+                  bnneck: bool = model_default("bnneck"), input_size: Sequence[int] | None = model_default("input_size"),
+                  gaitset_channels: Sequence[int] | None = model_default("gaitset_channels"),
                   **ignored: object) -> GaitSet:
     """Build :class:`GaitSet` from the ``model`` config node (the ``gaitset`` variant).
+
+    Defaults are the typed config's (:func:`lstc_gait.config_schema.model_default`).
 
     Args:
         num_classes: training identities (0: no classifier).
         in_channels: silhouette channels.
         part_dim: D per strip.
-        pyramid: HPM bins (None: 16, 8, 4, 2, 1).
+        pyramid: HPM bins (None: :data:`GAITSET_BINS`, 16, 8, 4, 2, 1).
         bnneck: per-part BNNeck classifier when ``num_classes > 0``.
         input_size: ``(h, w)`` model-input resize, or None.
-        gaitset_channels: the three stage widths (None: 32, 64, 128).
+        gaitset_channels: the three stage widths (None: :data:`GAITSET_CHANNELS`, 32, 64, 128).
         **ignored: the LSTC-only keys of the model node.
 
     Returns:
-        The model.
+        The model; ``forward(x (N, 1, T, H, W), lengths) -> dict`` with ``embedding`` (N, D, P).
+
+    Raises:
+        ValueError: invalid sizes (see :class:`GaitSet`).
     """
     del ignored
     return GaitSet(num_classes=int(num_classes), in_channels=int(in_channels),
-                   channels=tuple(gaitset_channels) if gaitset_channels else (32, 64, 128),
-                   bins=tuple(pyramid) if pyramid else (16, 8, 4, 2, 1), part_dim=int(part_dim), bnneck=bool(bnneck),
+                   channels=tuple(gaitset_channels) if gaitset_channels else GAITSET_CHANNELS,
+                   bins=tuple(pyramid) if pyramid else GAITSET_BINS, part_dim=int(part_dim), bnneck=bool(bnneck),
                    input_size=tuple(input_size) if input_size else None)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config_schema import model_default
 from .backbone import LSTCBackbone
 
 HEAD_TYPES = ("single", "parts")
@@ -53,7 +54,14 @@ class BNNeckHead(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.001)
 
     def forward(self, embedding: Tensor) -> Tensor:
-        """Logits ``(N, num_classes)`` of an embedding ``(N, D)``."""
+        """Classify an embedding through the BNNeck.
+
+        Args:
+            embedding: float (N, D), the raw (triplet) embedding.
+
+        Returns:
+            float (N, num_classes) logits.
+        """
         return self.classifier(self.bn(embedding))
 
 
@@ -87,7 +95,17 @@ class StripePyramid(nn.Module):
         return sum(self.levels)
 
     def forward(self, parts: Tensor) -> Tensor:
-        """Pool ``parts`` (N, C, S) into ``(N, C, P)``, finest level first."""
+        """Pool stripe features into pyramid parts.
+
+        Args:
+            parts: float (N, C, S) stripe features.
+
+        Returns:
+            float (N, C, P), P = the sum of the levels, the levels in the order given.
+
+        Raises:
+            RuntimeError: a level does not divide the stripe count of ``parts`` (the view fails).
+        """
         n, c, s = parts.shape
         out = []
         for b in self.levels:
@@ -96,6 +114,7 @@ class StripePyramid(nn.Module):
         return torch.cat(out, dim=2)
 
     def extra_repr(self) -> str:
+        """The stripe count and levels, for ``repr``."""
         return f"num_stripes={self.num_stripes}, levels={list(self.levels)}"
 
 
@@ -106,6 +125,9 @@ class SeparateFCs(nn.Module):
         num_parts: P.
         in_channels: C.
         out_channels: D.
+
+    Raises:
+        ValueError: a size below 1.
     """
 
     def __init__(self, num_parts: int, in_channels: int, out_channels: int) -> None:
@@ -116,20 +138,36 @@ class SeparateFCs(nn.Module):
         nn.init.xavier_uniform_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Map parts ``x`` (N, C, P) to ``(N, D, P)``."""
+        """Map every part through its own FC.
+
+        Args:
+            x: float (N, C, P) part features.
+
+        Returns:
+            (N, D, P) in ``x``'s dtype (the weight is cast to it).
+
+        Raises:
+            RuntimeError: ``x`` does not have C channels and P parts (the batched matmul fails).
+        """
         # (P, N, C) @ (P, C, D) -> (P, N, D)
         y = torch.bmm(x.permute(2, 0, 1), self.weight.to(x.dtype))
         return y.permute(1, 2, 0)
 
 
 class PartBNNeck(nn.Module):
-    """BNNeck per part: BatchNorm1d over all ``D*P`` features (shift frozen at zero), then one
-    bias-free classifier per part: ``(N, D, P) -> logits (N, num_classes, P)``.
+    """BNNeck per part: ``(N, D, P) -> logits (N, num_classes, P)``.
+
+    BatchNorm1d over all ``D*P`` features (shift frozen at zero), then one bias-free classifier per
+    part (BNNeck: Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person
+    Re-identification", CVPRW 2019, applied per part).
 
     Args:
         num_parts: P.
         embedding_dim: D.
         num_classes: number of training identities.
+
+    Raises:
+        ValueError: a size below 1.
     """
 
     def __init__(self, num_parts: int, embedding_dim: int, num_classes: int) -> None:
@@ -142,7 +180,14 @@ class PartBNNeck(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.001)
 
     def forward(self, embedding: Tensor) -> Tensor:
-        """Per-part logits ``(N, num_classes, P)`` of an embedding ``(N, D, P)``."""
+        """Classify every part of a part embedding.
+
+        Args:
+            embedding: float (N, D, P) part embedding.
+
+        Returns:
+            float (N, num_classes, P) per-part logits.
+        """
         n, d, p = embedding.shape
         normed = self.bn(embedding.reshape(n, d * p)).view(n, d, p)
         return self.classifier(normed)
@@ -156,6 +201,9 @@ class PartHead(nn.Module):
         num_stripes: S.
         embedding_dim: D per part.
         pyramid: bin counts of a :class:`StripePyramid`, or None/empty for the S stripes as they are.
+
+    Raises:
+        ValueError: a pyramid level that does not divide S, or a size below 1.
     """
 
     def __init__(self, in_channels: int, num_stripes: int, embedding_dim: int,
@@ -166,7 +214,14 @@ class PartHead(nn.Module):
         self.fcs = SeparateFCs(self.num_parts, in_channels, embedding_dim)
 
     def forward(self, parts: Tensor) -> Tensor:
-        """Embed stripe features ``parts`` (N, C, S) as ``(N, D, P)``."""
+        """Embed stripe features as parts.
+
+        Args:
+            parts: float (N, C, S) LSTP stripe features.
+
+        Returns:
+            float (N, D, P) part embedding (P = S without a pyramid).
+        """
         if self.pyramid is not None:
             parts = self.pyramid(parts)
         return self.fcs(parts)
@@ -178,7 +233,10 @@ class InputResize(nn.Module):
     The cache keeps 64x64 frames; a smaller model input trades accuracy for speed.
 
     Args:
-        size: ``(h, w)`` of the model input.
+        size: ``(h, w)`` of the model input, pixels.
+
+    Raises:
+        ValueError: a side below 4 pixels.
     """
 
     def __init__(self, size: Sequence[int]) -> None:
@@ -189,7 +247,14 @@ class InputResize(nn.Module):
         self.size = (h, w)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Resize ``x`` (N, C, T, H, W) float to ``(N, C, T, h, w)``."""
+        """Resize every frame (bilinear, ``align_corners=False``).
+
+        Args:
+            x: float (N, C, T, H, W).
+
+        Returns:
+            float (N, C, T, h, w); ``x`` itself when it already has that size.
+        """
         n, c, t, h, w = x.shape
         if (h, w) == self.size:
             return x
@@ -198,15 +263,22 @@ class InputResize(nn.Module):
         return y.view(n, t, c, *self.size).transpose(1, 2)
 
     def extra_repr(self) -> str:
+        """The target size, for ``repr``."""
         return f"size={self.size}"
 
 
 class GaitModel(nn.Module):
-    """``forward(x, lengths=None) -> {"embedding", "parts", "logits" (with a classifier)}``.
+    """LSTC/LSTP backbone + embedding head + optional BNNeck classifier.
+
+    ``x: (N, 1, T, H, W) float32 -> {"embedding": (N, D) or (N, D, P), "parts": (N, C, S),
+    "logits": (N, K) or (N, K, P) with a classifier}``.
+
+    ``head`` defaults to ``single``, the legacy head (see :func:`build_gait_model`); the other
+    defaults are the typed config's (:func:`lstc_gait.config_schema.model_default`).
 
     Args:
         backbone: an :class:`LSTCBackbone` (built with ``flat_embedding=False`` for the parts head).
-        num_classes: training identities; 0 builds no classifier.
+        num_classes: K, training identities; 0 builds no classifier.
         head: ``single`` (one ``(N, D)`` vector, the original head) or ``parts`` (``(N, D, P)``).
         part_dim: D per part for the parts head.
         pyramid: stripe pyramid levels for the parts head (None: the stripes as they are).
@@ -214,12 +286,14 @@ class GaitModel(nn.Module):
         input_size: ``(h, w)`` model-input resize, or None.
 
     Raises:
-        ValueError: an unknown head or a negative ``num_classes``.
+        ValueError: an unknown head, a negative ``num_classes``, or invalid head sizes
+            (:class:`PartHead`, :class:`InputResize`).
     """
 
-    def __init__(self, backbone: LSTCBackbone, num_classes: int = 0, head: str = "single", part_dim: int = 128,
-                 pyramid: Sequence[int] | None = None, bnneck: bool = True,
-                 input_size: Sequence[int] | None = None) -> None:
+    def __init__(self, backbone: LSTCBackbone, num_classes: int = 0, head: str = "single",
+                 part_dim: int = model_default("part_dim"), pyramid: Sequence[int] | None = model_default("pyramid"),
+                 bnneck: bool = model_default("bnneck"),
+                 input_size: Sequence[int] | None = model_default("input_size")) -> None:
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
@@ -254,6 +328,9 @@ class GaitModel(nn.Module):
         Returns:
             ``embedding`` (N, D) float (single head) or (N, D, P) (parts head), ``parts``
             (N, C, S) stripe features, and ``logits`` (N, K) / (N, K, P) when there is a classifier.
+
+        Raises:
+            ValueError: an input the backbone rejects (see :meth:`LSTCBackbone.forward`).
         """
         if self.resize is not None:
             x = self.resize(x)
@@ -265,15 +342,17 @@ class GaitModel(nn.Module):
         return out
 
 
-def build_gait_model(num_classes: int = 0, head: str = "single", part_dim: int = 128,
-                     pyramid: Sequence[int] | None = None, bnneck: bool = True,
-                     input_size: Sequence[int] | None = None, gaitset_channels: Sequence[int] | None = None,
-                     **backbone_kwargs: Any) -> GaitModel:
+def build_gait_model(num_classes: int = 0, head: str = "single", part_dim: int = model_default("part_dim"),
+                     pyramid: Sequence[int] | None = model_default("pyramid"), bnneck: bool = model_default("bnneck"),
+                     input_size: Sequence[int] | None = model_default("input_size"),
+                     gaitset_channels: Sequence[int] | None = None, **backbone_kwargs: Any) -> GaitModel:
     """Build a :class:`GaitModel` (LSTC/LSTP backbone + head); the registered variants call it.
 
-    The defaults here are the legacy ones: a stored config without ``head`` (every checkpoint
-    written before part heads existed) rebuilds the original single-vector model, whatever the
-    config schema now defaults to.
+    ``head`` defaults to ``single``, the legacy head: a stored config without ``head`` (every
+    checkpoint written before part heads existed) is the original single-vector model
+    (:data:`lstc_gait.engine.checkpoint.LEGACY_MODEL_DEFAULTS` passes it explicitly). Every other
+    default, here and in :class:`LSTCBackbone`, is the typed config's
+    (:func:`lstc_gait.config_schema.model_default`).
 
     Args:
         num_classes: training identities (0: no classifier).
@@ -283,13 +362,15 @@ def build_gait_model(num_classes: int = 0, head: str = "single", part_dim: int =
         bnneck: the (per-part) BNNeck classifier when ``num_classes > 0``.
         input_size: ``(h, w)`` model-input resize, or None.
         gaitset_channels: ignored (GaitSet's key; the schema passes every model key).
-        **backbone_kwargs: :class:`LSTCBackbone` arguments.
+        **backbone_kwargs: :class:`LSTCBackbone` keyword arguments (OmegaConf containers are
+            turned into plain lists/dicts).
 
     Returns:
         The model; ``forward(x (N, 1, T, H, W), lengths) -> dict`` with ``embedding``.
 
     Raises:
         ValueError: an unknown head or invalid sizes.
+        TypeError: a key of ``backbone_kwargs`` that :class:`LSTCBackbone` does not take.
     """
     del gaitset_channels
     if head not in HEAD_TYPES:

@@ -4,6 +4,9 @@ A depthwise ``(kT, kH, kW)`` convolution runs inside each height stripe with zer
 stripe edge (nothing leaks across stripes), then a pointwise ``1x1x1`` convolution mixes channels,
 followed by BatchNorm and ReLU. State-dict keys: ``depthwise.weight``, ``pointwise.weight``, ``bn.*``.
 
+Source: LSTC of the original lstc-gait project (``lstc/modules.py``;
+/work/shared/reference/original-lstc-gait-README.md).
+
 The stripe-local depthwise part is the custom op ``torch.ops.lstc_gait.stripe_depthwise_conv3d``
 (C++ kernel on CPU float32 that clips every tap at its stripe's edges on the data in place; the
 PyTorch formulation, stripes folded into the batch axis, elsewhere: ``lstc_gait/ops``). While
@@ -49,7 +52,8 @@ def stripe_depthwise_conv3d(x: Tensor, weight: Tensor, num_stripes: int) -> Tens
         ``(N, C, T, H, W)`` tensor in channels_last_3d memory, ``x``'s dtype.
 
     Raises:
-        ValueError: When ``H < S``.
+        ValueError: When ``S < 1`` or ``H < S``, or (from the op) ``weight`` is not
+            ``(C, 1, kT, kH, kW)`` with odd sizes.
     """
     check_stripes(x.shape[3], num_stripes, where="LSTC input")
     weight = weight.to(x.dtype)  # under autocast the activations may already be in the autocast dtype
@@ -59,7 +63,21 @@ def stripe_depthwise_conv3d(x: Tensor, weight: Tensor, num_stripes: int) -> Tens
 
 
 class LSTC(nn.Module):
-    """Stripe-local depthwise 3D conv -> pointwise Conv3d(in, out, 1) -> BN -> ReLU."""
+    """LSTC: ``x (N, C_in, T, H, W) float -> (N, C_out, T, H, W)``, spatio-temporal conv inside height stripes.
+
+    Stripe-local depthwise 3D conv (no tap crosses a stripe edge) -> pointwise ``Conv3d(C_in,
+    C_out, 1)`` -> BN -> ReLU. Source: Local Spatio-Temporal Convolution of the original
+    lstc-gait project (``lstc/modules.py``).
+
+    Args:
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        kernel_size: ``(kT, kH, kW)`` or one int, odd positive (frames, rows, columns).
+        num_stripes: Height stripes ``S >= 1``; inputs need ``H >= S``.
+
+    Raises:
+        ValueError: When ``num_stripes < 1`` or ``kernel_size`` is not three odd positive ints.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int, int] = (3, 3, 3),
                  num_stripes: int = 8) -> None:
@@ -74,20 +92,61 @@ class LSTC(nn.Module):
         self.bn = nn.BatchNorm3d(out_channels)
 
     def stripe_depthwise(self, x: Tensor) -> Tensor:
-        """The depthwise part alone (stripe-local, 'same' size)."""
+        """The depthwise part alone (stripe-local, 'same' size).
+
+        Args:
+            x: ``(N, C_in, T, H, W)`` float activations, ``H >= S``.
+
+        Returns:
+            ``(N, C_in, T, H, W)`` in channels_last_3d memory, ``x``'s dtype.
+
+        Raises:
+            ValueError: When ``H < S`` or ``x`` has not ``C_in`` channels.
+        """
         return stripe_depthwise_conv3d(x, self.depthwise.weight, self.num_stripes)
 
     def branch_output(self, x: Tensor) -> BranchOutput:
-        """The activated output, or in training ``(bn, pointwise output)`` (see ConvBNReLU.branch_output)."""
+        """The activated output, or in training ``(bn, pointwise output)`` for the caller to normalise.
+
+        See :meth:`lstc_gait.models.convbn.ConvBNReLU.branch_output`. In eval mode the BN is folded
+        into the pointwise conv (:func:`~lstc_gait.models.convbn.fold_conv_bn`).
+
+        Args:
+            x: ``(N, C_in, T, H, W)`` float activations, ``H >= S``.
+
+        Returns:
+            ``relu(bn(pointwise(stripe_depthwise(x))))`` ``(N, C_out, T, H, W)``, or ``(bn, y)`` with
+            ``y`` the ``(N, C_out, T, H, W)`` pointwise output.
+
+        Raises:
+            ValueError: When ``H < S`` or ``x`` has not ``C_in`` channels.
+        """
         y = self.stripe_depthwise(x)
         if bn_is_folding(self.bn):
             weight, bias = fold_conv_bn(self.pointwise.weight, None, self.bn)
             return conv3d_inference(y, weight, bias)
         return (self.bn, self.pointwise(y))
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply LSTC.
+
+        Args:
+            x: ``(N, C_in, T, H, W)`` float activations, ``H >= S``.
+
+        Returns:
+            ``(N, C_out, T, H, W)``, ``x``'s dtype, after BN (batch statistics in training, folded
+            running statistics in eval) and ReLU.
+
+        Raises:
+            ValueError: When ``H < S`` or ``x`` has not ``C_in`` channels.
+        """
         out = self.branch_output(x)
         return out if isinstance(out, Tensor) else batch_norm_relu_concat([out])
 
     def extra_repr(self) -> str:
+        """Kernel size and stripes for ``repr(module)``.
+
+        Returns:
+            ``"kernel_size=(kT, kH, kW), num_stripes=S"``.
+        """
         return f"kernel_size={self.kernel_size}, num_stripes={self.num_stripes}"

@@ -10,6 +10,9 @@ giving ``(N, C, T)``. Frames are scored by ``score(t) = sqrt(max(sum_c f_s(t)^2,
 ``lengths`` (N,) gives each sequence's valid frame count; frames at ``t >= L`` (zero padding at
 the end of time) are never selected or averaged. Output: stripe-major ``(N, C*S)`` =
 ``[stripe 0 channels, stripe 1 channels, ...]`` and the ``(N, C, S)`` parts.
+
+Source: Local Spatio-Temporal Pooling (hard top-k / temperature-weighted soft selection) of the
+original lstc-gait project (``lstc/modules.py``; /work/shared/reference/original-lstc-gait-README.md).
 """
 
 from __future__ import annotations
@@ -23,12 +26,33 @@ POOLING_MODES = ("hard", "soft", "mean", "max")
 
 
 def frame_mask(lengths: Tensor, num_frames: int) -> Tensor:
-    """``(N, T)`` bool mask, True at valid frames ``t < lengths[n]``."""
+    """Valid-frame mask of a padded batch.
+
+    Args:
+        lengths: ``(N,)`` integer tensor, valid frames per sequence.
+        num_frames: ``T``, the padded length.
+
+    Returns:
+        ``(N, T)`` bool, True at valid frames ``t < lengths[n]``, on ``lengths``' device.
+    """
     return torch.arange(num_frames, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 class LSTP(nn.Module):
-    """Stripe pooling; ``forward(x (N, C, T, H, W), lengths=None) -> (flat (N, C*S), parts (N, C, S))``."""
+    """LSTP: ``x (N, C, T, H, W) float -> (flat (N, C*S), parts (N, C, S))``, pooling per height stripe.
+
+    Source: Local Spatio-Temporal Pooling of the original lstc-gait project (see the module
+    docstring for the four modes; ``mean`` / ``max`` are this platform's ablation baselines).
+
+    Args:
+        num_stripes: Height stripes ``S >= 1``; inputs need ``H >= S``.
+        mode: ``"hard"`` (top-k frames), ``"soft"`` (softmax-weighted), ``"mean"`` or ``"max"``.
+        topk: ``k >= 1`` frames per stripe for ``hard``.
+        temperature: Softmax temperature of ``soft`` (floored at 1e-6).
+
+    Raises:
+        ValueError: When ``mode`` is unknown, ``num_stripes < 1``, or ``topk < 1`` with ``hard``.
+    """
 
     def __init__(self, num_stripes: int = 8, mode: str = "hard", topk: int = 2, temperature: float = 1.0) -> None:
         super().__init__()
@@ -42,7 +66,17 @@ class LSTP(nn.Module):
         self.temperature = float(temperature)
 
     def stripe_features(self, x: Tensor) -> Tensor:
-        """``(N, C, T, S)``: per-frame mean over each stripe's rows and all columns."""
+        """Per-frame mean over each stripe's rows and all columns.
+
+        Args:
+            x: ``(N, C, T, H, W)`` float activations, ``H >= S``.
+
+        Returns:
+            ``(N, C, T, S)``, ``x``'s dtype.
+
+        Raises:
+            ValueError: When ``x`` is not 5-D or ``H < S``.
+        """
         if x.dim() != 5:
             raise ValueError(f"LSTP expects (N, C, T, H, W), got shape {tuple(x.shape)}")
         n, c, t, h, w = x.shape
@@ -57,7 +91,16 @@ class LSTP(nn.Module):
         return rows @ stripe_average_matrix(h, self.num_stripes, rows.device, rows.dtype)
 
     def pool_time(self, f: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Pool ``f`` (N, C, T, S) over time -> (N, C, S), ignoring frames ``t >= lengths``."""
+        """Pool stripe features over time with the module's mode.
+
+        Args:
+            f: ``(N, C, T, S)`` stripe features (:meth:`stripe_features`).
+            lengths: ``(N,)`` integer valid-frame counts in ``[1, T]``; frames ``t >= lengths[n]`` are
+                never selected or averaged. None: all ``T`` frames valid.
+
+        Returns:
+            ``(N, C, S)``, ``f``'s dtype (frame scores of ``hard`` / ``soft`` computed in float32).
+        """
         n, _, t, _ = f.shape
         valid = None if lengths is None else frame_mask(lengths, t).view(n, 1, t, 1)
         if self.mode == "mean":
@@ -81,10 +124,28 @@ class LSTP(nn.Module):
         keep = (torch.arange(k, device=f.device).view(1, 1, k, 1) < kk.view(n, 1, 1, 1)).to(f.dtype)
         return (picked * keep).sum(dim=2) / kk.view(n, 1, 1).to(f.dtype)
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Pool each height stripe over space and time.
+
+        Args:
+            x: ``(N, C, T, H, W)`` float activations, ``H >= S``.
+            lengths: ``(N,)`` integer valid-frame counts in ``[1, T]``, or None (all frames valid).
+
+        Returns:
+            ``(flat, parts)``: ``flat`` ``(N, C*S)`` stripe-major (``[stripe 0 channels, stripe 1
+            channels, ...]``) and ``parts`` ``(N, C, S)``, ``x``'s dtype.
+
+        Raises:
+            ValueError: When ``x`` is not 5-D or ``H < S``.
+        """
         parts = self.pool_time(self.stripe_features(x), lengths)  # (N, C, S)
         flat = parts.transpose(1, 2).reshape(parts.shape[0], -1)  # stripe-major
         return flat, parts
 
     def extra_repr(self) -> str:
+        """Pooling settings for ``repr(module)``.
+
+        Returns:
+            ``"num_stripes=S, mode=..., topk=k, temperature=..."``.
+        """
         return f"num_stripes={self.num_stripes}, mode={self.mode}, topk={self.topk}, temperature={self.temperature}"

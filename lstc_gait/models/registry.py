@@ -129,6 +129,8 @@ def lstc(num_classes: int = 0, **kwargs: Any) -> GaitModel:
 def dynamic(num_classes: int = 0, **kwargs: Any) -> GaitModel:
     """Dynamic: the joint branch is an expert-gated dynamic 3D conv (experts mixed per sample).
 
+    The gate follows Dynamic Convolution (Chen et al. 2020; see :mod:`lstc_gait.models.dynamic`).
+
     Args:
         num_classes: Training identities for the BNNeck classifier (0: embedding only).
         **kwargs: Other ``LSTCBackbone`` keyword arguments; ``joint_type`` defaults to ``"dynamic"``.

@@ -16,9 +16,23 @@ from .memory_format import recording_graph
 
 
 class SpatialMaxPool2(nn.Module):
-    """``(N, C, T, H, W) -> (N, C, T, H // 2, W // 2)``; no parameters."""
+    """2x2 spatial max-pool: ``x (N, C, T, H, W) float -> (N, C, T, H // 2, W // 2)``; no parameters.
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    Same values as ``nn.MaxPool3d((1, 2, 2))`` (odd last row/column dropped, NaN propagates).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Pool 2x2 windows of every frame.
+
+        Args:
+            x: ``(N, C, T, H, W)`` float activations.
+
+        Returns:
+            ``(N, C, T, H // 2, W // 2)`` in channels_last_3d memory (except while exporting), ``x``'s dtype.
+
+        Raises:
+            ValueError: When ``x`` is not 5-D (from the op ``lstc_gait::max_pool_hw2``).
+        """
         if recording_graph():
             return F.max_pool3d(x, (1, 2, 2))
         return torch.ops.lstc_gait.max_pool_hw2(x)

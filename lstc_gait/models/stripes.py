@@ -13,7 +13,16 @@ from torch import Tensor
 
 
 def check_stripes(height: int, num_stripes: int, where: str = "input") -> None:
-    """Raise a ValueError when ``height`` rows cannot be cut into ``num_stripes`` non-empty stripes."""
+    """Check that ``height`` rows can be cut into ``num_stripes`` non-empty stripes.
+
+    Args:
+        height: ``H``, rows of the input.
+        num_stripes: ``S``.
+        where: What is checked, for the error message (e.g. ``"LSTC input"``).
+
+    Raises:
+        ValueError: When ``S < 1`` or ``H < S``.
+    """
     if num_stripes < 1:
         raise ValueError(f"num_stripes must be >= 1, got {num_stripes}")
     if height < num_stripes:
@@ -33,7 +42,18 @@ def _bounds(height: int, num_stripes: int) -> tuple[tuple[int, int], ...]:
 
 @lru_cache(maxsize=256)
 def stripe_bounds(height: int, num_stripes: int) -> tuple[tuple[int, int], ...]:
-    """``(start, stop)`` row ranges of the stripes, top to bottom."""
+    """Row ranges of the stripes, top to bottom (cached).
+
+    Args:
+        height: ``H``.
+        num_stripes: ``S``.
+
+    Returns:
+        ``S`` ``(start, stop)`` pairs: ``h = max(1, H // S)`` rows each, the last one to ``H``.
+
+    Raises:
+        ValueError: When ``S < 1`` or ``H < S``.
+    """
     return _bounds(height, num_stripes)
 
 
@@ -46,7 +66,20 @@ def _stripe_average_cpu(height: int, num_stripes: int) -> Tensor:
 
 
 def stripe_average_matrix(height: int, num_stripes: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``(H, S)`` matrix ``A`` with ``(rows @ A)[s]`` = mean of the rows of stripe ``s``."""
+    """Stripe-averaging matrix: ``(rows @ A)[..., s]`` is the mean of the rows of stripe ``s``.
+
+    Args:
+        height: ``H``.
+        num_stripes: ``S``.
+        device: Device of the result.
+        dtype: Float dtype of the result.
+
+    Returns:
+        ``(H, S)`` matrix ``A`` with ``A[r, s] = 1 / rows(s)`` for the rows ``r`` of stripe ``s``, else 0.
+
+    Raises:
+        ValueError: When ``S < 1`` or ``H < S``.
+    """
     if torch.compiler.is_compiling():  # a constant to the compiler; the cache is for eager mode
         avg = torch.zeros(height, num_stripes, dtype=dtype, device=device)
         for s, (a, b) in enumerate(_bounds(height, num_stripes)):

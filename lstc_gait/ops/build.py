@@ -103,6 +103,9 @@ def build_key(compiler: str) -> str:
     Returns:
         16 hex digits over the sources, flags, compiler version, torch and Python versions,
         architecture and CPU flags.
+
+    Raises:
+        OSError: When a kernel source file cannot be read.
     """
     key = hashlib.sha256()
     parts = [*(src.read_bytes() for src in SOURCES), " ".join(CFLAGS + LDFLAGS).encode(),
@@ -123,6 +126,9 @@ def library_path(compiler: str) -> Path:
 
     Returns:
         ``cache_dir() / "lstc_gait_kernels_<key>.so"``.
+
+    Raises:
+        OSError: When a kernel source file cannot be read.
     """
     return cache_dir() / f"lstc_gait_kernels_{build_key(compiler)}.so"
 

@@ -71,7 +71,8 @@ def stripe_depthwise_conv3d(x: Tensor, weight: Tensor, num_stripes: int) -> Tens
     """Stripe-local 'same' depthwise conv3d (no tap crosses a height-stripe edge).
 
     Schema: ``lstc_gait::stripe_depthwise_conv3d(Tensor x, Tensor weight, int num_stripes) -> Tensor``.
-    Math: :func:`lstc_gait.ops.reference.stripe_depthwise_conv3d`.
+    Math: :func:`lstc_gait.ops.reference.stripe_depthwise_conv3d`. Source: the depthwise part of
+    LSTC (original lstc-gait project, ``lstc/modules.py``).
 
     Args:
         x: ``(N, C, T, H, W)`` float tensor.
@@ -112,6 +113,9 @@ def stripe_depthwise_conv3d_weight_grad(x: Tensor, grad_out: Tensor, kernel_size
 
     Returns:
         ``(C, 1, kT, kH, kW)`` contiguous, ``x``'s dtype (float64 partial sums on the C++ path).
+
+    Raises:
+        ValueError: When ``kernel_size`` is not three odd positive ints.
     """
     _check_odd_kernel(kernel_size, "stripe_depthwise_conv3d_weight_grad")
     if native_kernels(x, grad_out):
@@ -201,6 +205,9 @@ def stem_conv3d_weight_grad(x: Tensor, grad_out: Tensor, kernel_size: Sequence[i
 
     Returns:
         ``(C, 1, kT, kH, kW)`` contiguous.
+
+    Raises:
+        ValueError: When ``kernel_size`` is not three odd positive ints.
     """
     _check_odd_kernel(kernel_size, "stem_conv3d_weight_grad")
     if native_kernels(x, grad_out):

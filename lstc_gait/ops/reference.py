@@ -67,6 +67,9 @@ def _stripe_pieces(height: int, num_stripes: int) -> tuple[int, int]:
 def stripe_depthwise_conv3d(x: Tensor, weight: Tensor, num_stripes: int) -> Tensor:
     """Stripe-local 'same' depthwise conv3d (the LSTC joint branch's spatio-temporal part).
 
+    Source: LSTC of the original lstc-gait project (``lstc/modules.py``), which pads every stripe
+    on its own so nothing leaks across stripes.
+
     Stripe ``s`` covers rows ``[s*h, (s+1)*h)`` with ``h = max(1, H // S)``; the last stripe takes
     the leftover rows. Zero padding applies at every stripe edge, so no tap reads another stripe.
     The stripes are folded into the batch axis so one depthwise convolution with ordinary 'same'
@@ -228,6 +231,10 @@ def batch_norm_relu_concat(inputs: list[Tensor], weights: list[Tensor], biases: 
     Returns:
         ``(out, mean, var)``: ``out`` ``(N, sum C_i + sum P_j, T, H, W)`` channels_last_3d; ``mean``
         and the biased ``var`` ``(sum C_i,)`` are the batch statistics (for the running estimates).
+
+    Raises:
+        ValueError: When ``inputs``, ``weights``, ``biases`` and ``eps`` differ in length.
+        IndexError: When ``inputs`` is empty.
     """
     outs, means, variances = [], [], []
     for x, weight, bias, e in zip(inputs, weights, biases, eps, strict=True):
@@ -263,6 +270,9 @@ def batch_norm_relu_concat_backward(grad_out: Tensor, inputs: list[Tensor], weig
     Returns:
         ``[dx_1, ..., dx_k, dgamma, dbeta]``: one ``(N, C_i, T, H, W)`` channels_last_3d gradient per
         input, then the concatenated ``(sum C_i,)`` parameter gradients.
+
+    Raises:
+        ValueError: When ``inputs``, ``weights``, ``biases`` and ``eps`` differ in length.
     """
     grads, dgammas, dbetas = [], [], []
     offset = 0

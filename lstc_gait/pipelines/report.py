@@ -42,7 +42,7 @@ def report(cfg: DictConfig) -> list[Path]:
     children = R.load_child_runs(client, parent["run_id"], [parent["experiment_id"]])
     if len(children) == 0:
         raise ReportError(f"parent run {parent['run_id']} has no child runs")
-    table = R.build_comparison(children, swept=R.sweep_swept_keys(parent_run.data.tags))
+    table = R.build_comparison(children, swept=R.sweep_swept_keys(parent_run.data.tags), sort_by=cfg.metric)
     title = (f"{parent['experiment_name']} / {parent['run_name'] or parent['run_id']} "
              f"({parent['run_id']}): {len(table)} jobs")
     print(R.format_markdown(table, title))

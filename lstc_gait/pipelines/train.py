@@ -38,9 +38,6 @@ from lstc_gait.utils.paths import resolve_path
 
 log = logging.getLogger("lstc_gait.train")
 
-# Overrides that only say where things go: left out of the run name (they stay in the tags).
-_NAME_EXCLUDE = ("hydra.", "tracking.", "paths.", "resume", "trainer.progress")
-
 
 RESUME_CHANGED_TAG = "resume.changed"  # MLflow tag of a resumed run: "key: old -> new, ..."
 
@@ -57,17 +54,27 @@ class JobInfo:
         overrides: The job's command-line overrides (``key=value`` strings, as Hydra gives them).
         choices: Config group -> chosen option (``model`` -> ``dynamic``).
         parent_run_id: The MLflow sweep parent of a multirun job, else None.
+        swept: The override keys the job's sweep varies (None: not a sweep job).
+        in_tracked_sweep: The job belongs to a multirun whose callback opens a parent run, so a
+            missing parent is an error.
     """
 
     overrides: list[str] = field(default_factory=list)
     choices: dict[str, str] = field(default_factory=dict)
     parent_run_id: str | None = None
+    swept: list[str] | None = None
+    in_tracked_sweep: bool = False
 
     @property
     def run_name(self) -> str:
-        """The MLflow run name: the overrides that change the result, comma-joined (``default`` if none)."""
-        kept = [o for o in self.overrides if not o.lstrip("+~").startswith(_NAME_EXCLUDE)]
-        return ",".join(kept) if kept else "default"
+        """The MLflow run name (:func:`lstc_gait.tracking.names.job_run_name`).
+
+        A sweep job: its swept settings only (``branches=spatial+joint``); a single run: its
+        overrides except paths and tracking settings (``default`` if none).
+        """
+        from lstc_gait.tracking.names import job_run_name
+
+        return job_run_name(self.override_dict(), self.swept)
 
     def override_dict(self) -> dict[str, str]:
         """The overrides as a dict (Hydra's ``+``/``++``/``~`` prefixes dropped).
@@ -253,12 +260,21 @@ def build_tracker(cfg: DictConfig, job: JobInfo, run_dir: Path, run_id: str | No
 
     Returns:
         The tracker.
+
+    Raises:
+        SweepTrackingError: A tracked sweep's job finds no parent run (it would land as an unrelated run).
     """
     import json
 
     import hydra.utils
 
     from lstc_gait.tracking.names import branches_in_words
+
+    if job.in_tracked_sweep and not job.parent_run_id and bool(cfg.tracking.get("enabled", False)):
+        from lstc_gait.tracking.sweep import SweepTrackingError
+
+        raise SweepTrackingError("this sweep job finds no MLflow parent run (the sweep callback did not open "
+                                 "one); refusing to record it as an unrelated run")
 
     tags = {
         "lstc_gait.overrides": " ".join(job.overrides),
@@ -318,6 +334,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None,
 
         tracker = NullTracker()
     status = "FAILED"
+    error: BaseException | None = None
     try:
         if changes.changed:  # params keep their first value (MLflow cannot change them): the tag says what changed
             tracker.set_tags({RESUME_CHANGED_TAG: changes.describe()})
@@ -326,9 +343,10 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None,
             config_path = atomic_write_text(run_dir / "config_resolved.yaml",
                                             OmegaConf.to_yaml(OmegaConf.create(resolved)))
             tracker.log_artifact(config_path, "config")
-        progress = bool(cfg.trainer.progress) and dist_info.is_main
+        # progress bars only on a terminal; otherwise the trainer logs a line every trainer.log_every steps
+        progress = bool(cfg.trainer.progress) and dist_info.is_main and _is_terminal()
         result = _train(cfg, resolved, run_dir, dist_info, device, tracker, resume, step_hook, progress,
-                        replan_schedule=bool(changes.schedule))
+                        job.run_name, replan_schedule=bool(changes.schedule))
         if dist_info.is_main:
             for _, path in sorted(result.checkpoints.items()):
                 tracker.log_artifact(path, "checkpoints")
@@ -337,16 +355,46 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None,
                                  "train/seq_per_s_avg": result.sequences_per_second}, step=result.step)
         status = "FINISHED"
         return result
-    except KeyboardInterrupt:
-        status = "KILLED"
+    except KeyboardInterrupt as exc:
+        status, error = "KILLED", exc
+        raise
+    except Exception as exc:
+        error = exc
+        _traceback_to_log_files(exc)
         raise
     finally:
-        tracker.end(status)
+        tracker.end(status, error=error)
+        hint = tracker.view_hint() if dist_info.is_main else None
+        if hint:
+            print(hint, flush=True)
+
+
+def _is_terminal() -> bool:
+    """Whether stderr (where progress bars go) is a terminal."""
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _traceback_to_log_files(error: BaseException) -> None:
+    """Write ``error``'s traceback to the log files (Hydra's ``<job>.log``), not to the console.
+
+    The console gets one line from the entry point (a user error) or the traceback from Hydra/Python;
+    the job's ``train.log`` keeps the whole reason in both cases.
+    """
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "job failed: %s", (error,),
+                            (type(error), error, error.__traceback__))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, device: torch.device,
            tracker: Any, resume: ckpt_io.Checkpoint | None, step_hook: Callable[[int], None] | None,
-           progress: bool, replan_schedule: bool = False) -> FitResult:
+           progress: bool, run_name: str | None = None, replan_schedule: bool = False) -> FitResult:
     import hydra.utils
     from torch.utils.data import DataLoader
 
@@ -366,7 +414,7 @@ def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, 
                          " test subjects)")
     evaluator = Evaluator(ds.evaluation, cfg.eval.metric, test_rows, batch_size=int(cfg.eval.batch_size),
                           num_workers=int(cfg.eval.num_workers), device=device, amp=dtype, dist_info=dist_info,
-                          tracker=tracker, progress=progress,
+                          tracker=tracker, progress=progress, title=run_name,
                           same_view=OmegaConf.select(cfg, "eval.exclude_same_view", default="auto"))
     check_training_data(cfg, data, evaluator)  # sampler.p and the protocol's sets, before the first step
     train_set = TrainSequenceDataset(data.cache, data.train_rows, data.train_labels, num_frames=ds.num_frames,
@@ -503,12 +551,19 @@ def job_info_from_hydra() -> JobInfo:
     hc = HydraConfig.get()
     overrides = [str(o) for o in hc.overrides.task]
     choices = {k: str(v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None}
-    parent = None
+    parent = swept = None
+    tracked_sweep = False
     if hc.mode == RunMode.MULTIRUN:
-        from lstc_gait.tracking.sweep import parent_run_id
+        from lstc_gait.tracking.sweep import parent_run_id, swept_keys_of
 
         parent = parent_run_id(hc.sweep.dir)
-    return JobInfo(overrides=overrides, choices=choices, parent_run_id=parent)
+        swept = swept_keys_of(hc.sweep.dir)
+        tracked_sweep = any(str(OmegaConf.select(c, "_target_", default="")).endswith(".SweepParentCallback")
+                            for c in (hc.callbacks or {}).values())
+        if swept is None:  # not recorded (callback off): the preset's swept keys at least
+            swept = [str(k) for k in (OmegaConf.select(hc, "sweeper.params", default=None) or {})] or None
+    return JobInfo(overrides=overrides, choices=choices, parent_run_id=parent, swept=swept,
+                   in_tracked_sweep=tracked_sweep)
 
 
 __all__ = ["RESUME_CHANGED_TAG", "JobInfo", "RunConfigError", "build_tracker", "check_training_data",

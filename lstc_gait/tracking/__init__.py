@@ -64,11 +64,20 @@ class NullTracker:
         """
         pass
 
-    def end(self, status: str = "FINISHED") -> None:
+    def view_hint(self) -> None:
+        """Nothing to look at.
+
+        Returns:
+            None.
+        """
+        return None
+
+    def end(self, status: str = "FINISHED", error: BaseException | None = None) -> None:
         """Nothing to close.
 
         Args:
             status: Ignored.
+            error: Ignored.
         """
         pass
 

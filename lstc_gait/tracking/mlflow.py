@@ -13,12 +13,86 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lstc_gait.tracking.store import DEFAULT_EXPERIMENT, call_with_retry, open_store
+from lstc_gait.tracking.store import DEFAULT_EXPERIMENT, call_with_retry, how_to_view, open_store
 
 log = logging.getLogger(__name__)
 _retry = call_with_retry
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+ERROR_TAG = "error"  # a failed run's one-line reason
+ERROR_ARTIFACT = "error.txt"  # ... and its traceback
+
+
+def error_line(error: BaseException) -> str:
+    """The one-line reason of a failure: ``Type: first line of the message``.
+
+    Args:
+        error: The exception.
+
+    Returns:
+        The line (at most 500 characters).
+    """
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")[:500]
+
+
+def error_report(error: BaseException) -> str:
+    """The full text of a failure: the one-line reason, then the traceback.
+
+    Args:
+        error: The exception (with its ``__traceback__`` when it was raised).
+
+    Returns:
+        The text of ``error.txt``.
+    """
+    import traceback
+
+    return error_line(error) + "\n\n" + "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def provenance_tags() -> dict[str, str]:
+    """MLflow's standard source tags for runs made through a client (the fluent API sets them itself).
+
+    ``mlflow.source.name`` (the command's script), ``mlflow.source.type`` (``LOCAL``),
+    ``mlflow.user``, and ``mlflow.source.git.commit`` / ``mlflow.source.git.branch`` when the
+    package is run from a git checkout.
+
+    Returns:
+        Tag name -> value.
+    """
+    import getpass
+    import sys
+
+    tags = {"mlflow.source.type": "LOCAL",
+            "mlflow.source.name": os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else "lstc_gait"}
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except Exception:  # no user name in this environment (containers without passwd entries)
+        pass
+    tags.update(_git_tags())
+    return tags
+
+
+_GIT: dict[str, str] | None = None
+
+
+def _git_tags() -> dict[str, str]:
+    global _GIT
+    if _GIT is None:
+        import subprocess
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        _GIT = {}
+        for key, args in (("mlflow.source.git.commit", ["rev-parse", "HEAD"]),
+                          ("mlflow.source.git.branch", ["rev-parse", "--abbrev-ref", "HEAD"])):
+            try:
+                out = subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=10)
+            except (OSError, subprocess.SubprocessError):
+                break
+            if out.returncode != 0 or not out.stdout.strip():
+                break
+            _GIT[key] = out.stdout.strip()
+    return dict(_GIT)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -69,7 +143,8 @@ class MLflowTracker:
         self.uri = store.uri
         self.client = store.client
         self.experiment_id = store.experiment(experiment, artifact_location)
-        all_tags = dict(tags or {})
+        all_tags = {**provenance_tags(), **dict(tags or {})}
+        self._logged_upto: dict[str, int] = {}  # metric -> last step a reopened run already holds
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         if run_id is not None:
@@ -80,6 +155,9 @@ class MLflowTracker:
                 run = None
             if run is not None:
                 _retry(self.client.update_run, run_id, status="RUNNING")
+                for key in run.data.metrics:  # a resume repeats steps after its checkpoint: log them once
+                    history = _retry(self.client.get_metric_history, run_id, key)
+                    self._logged_upto[key] = max((m.step for m in history), default=-1)
                 self.run_id = run_id
                 self.set_tags(all_tags)
                 self._ended = False
@@ -113,6 +191,9 @@ class MLflowTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log metrics at a step.
 
+        A reopened (resumed) run skips a metric at a step it already holds, so no step appears twice
+        in a metric's history after a resume.
+
         Args:
             metrics: Name -> value.
             step: Training step (None: 0).
@@ -122,7 +203,9 @@ class MLflowTracker:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, int(step or 0)) for k, v in metrics.items()]
+        step = int(step or 0)
+        items = [Metric(k, float(v), ts, step) for k, v in metrics.items()
+                 if step > self._logged_upto.get(k, -1)]
         for i in range(0, len(items), 500):
             _retry(self.client.log_batch, self.run_id, metrics=items[i:i + 500])
 
@@ -174,11 +257,33 @@ class MLflowTracker:
         flat.columns = [str(c) for c in flat.columns]
         _retry(self.client.log_table, self.run_id, data=flat, artifact_file=f"{artifact_path}/{name}.json")
 
-    def end(self, status: str = "FINISHED") -> None:
+    def record_error(self, error: BaseException) -> None:
+        """Record why the run failed: tag ``error`` (one line) and artifact ``error.txt`` (traceback).
+
+        Args:
+            error: The exception that ended the run.
+        """
+        self.set_tags({ERROR_TAG: error_line(error)})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / ERROR_ARTIFACT
+            path.write_text(error_report(error), encoding="utf-8")
+            self.log_artifact(path)
+
+    def view_hint(self) -> str:
+        """How to look at this run: the ``mlflow ui`` command of its store and its page's URL.
+
+        Returns:
+            Printable lines.
+        """
+        return how_to_view(self.uri, self.experiment_id, self.run_id, "run")
+
+    def end(self, status: str = "FINISHED", error: BaseException | None = None) -> None:
         """Close the run (idempotent).
 
         Args:
             status: ``FINISHED``, ``FAILED`` or ``KILLED``.
+            error: The exception that ended the run; recorded with :meth:`record_error` (a failure
+                to record it is logged, the run is closed all the same).
 
         Raises:
             ValueError: Another status.
@@ -187,5 +292,10 @@ class MLflowTracker:
             return
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"run status must be one of {TERMINAL_STATUSES}, got {status!r}")
+        if error is not None:
+            try:
+                self.record_error(error)
+            except Exception as exc:  # the store may be what failed; still try to close the run
+                log.error("could not record the error of MLflow run %s: %s", self.run_id, exc)
         _retry(self.client.set_terminated, self.run_id, status)
         self._ended = True

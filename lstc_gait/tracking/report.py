@@ -34,7 +34,8 @@ SWEEP_OVERRIDES_TAG = "lstc_gait.sweep_overrides"
 
 # Headline rank-1 metrics of the CASIA-B protocol, as logged by the trainer.
 CONDITIONS = ("NM", "BG", "CL")
-HEADLINE = "mean rank-1"
+HEADLINE = "mean rank-1"  # the comparison column of a run's test/mean/rank1
+HEADLINE_METRIC = "test/mean/rank1"  # logged by every run's evaluation (evaluation.evaluator.headline_rank1)
 
 # The structured tag holding a job's overrides: a JSON object {override key: value text}.
 OVERRIDES_TAG = "lstc_gait.overrides_json"
@@ -102,14 +103,37 @@ def _metric_columns(runs: pd.DataFrame) -> dict[str, str]:
     return cols
 
 
-def build_comparison(runs: pd.DataFrame, swept: Sequence[str] | None = None) -> pd.DataFrame:
+def _headline(row: pd.Series) -> float | None:
+    """A run's ``test/mean/rank1``; runs logged before it existed get it from their rank-1 metrics
+    through the same helper the evaluator uses."""
+    value = row.get(f"metrics.{HEADLINE_METRIC}")
+    if value is not None and not pd.isna(value):
+        return float(value)
+    from lstc_gait.evaluation.evaluator import headline_rank1
+
+    metrics = {k[len("metrics.test/"):]: v for k, v in row.items()
+               if str(k).startswith("metrics.test/") and v is not None and not pd.isna(v)}
+    return headline_rank1(metrics)
+
+
+def build_comparison(runs: pd.DataFrame, swept: Sequence[str] | None = None,
+                     sort_by: str | None = None) -> pd.DataFrame:
     """One row per job of a sweep: its swept settings, status, NM/BG/CL rank-1, mAP and the headline
     (mean of the NM/BG/CL rank-1; the rank-1 itself for single-probe-set protocols such as OU-MVLP).
 
     ``runs`` is what :func:`load_child_runs` returns for the children of one sweep parent.
     ``swept`` names the override keys to show; by default the keys whose value differs between jobs
     (all override keys when there is a single job). A ``model/branches`` setting is shown in words,
-    e.g. ``temporal+spatial``. Rows keep job order (job number, else start time).
+    e.g. ``temporal+spatial``. Rows keep job order (job number, else start time), or are sorted by
+    the column ``sort_by`` (best first, runs without a value last, ties in job order).
+
+    Args:
+        runs: The child runs (:func:`load_child_runs`).
+        swept: Override keys to show (None: those that differ).
+        sort_by: A column to sort by, descending (:data:`HEADLINE` for the sweep's table).
+
+    Returns:
+        The table: swept settings, ``status``, metric columns, :data:`HEADLINE`, ``run_id``.
     """
     if runs is None or len(runs) == 0:
         return pd.DataFrame(columns=["run_id", "status", HEADLINE])
@@ -145,10 +169,7 @@ def build_comparison(runs: pd.DataFrame, swept: Sequence[str] | None = None) -> 
         for name, col in metric_cols.items():
             value = row.get(col)
             rec[name] = None if value is None or pd.isna(value) else float(value)
-        ranks = [rec[f"{c} rank-1"] for c in CONDITIONS if rec.get(f"{c} rank-1") is not None]
-        if not ranks and rec.get("rank-1") is not None:
-            ranks = [rec["rank-1"]]
-        rec[HEADLINE] = float(sum(ranks) / len(ranks)) if ranks else None
+        rec[HEADLINE] = _headline(row)
         rec["run_id"] = row.get("run_id")
         job_num = _first_present(row, _JOB_NUM_TAGS)
         if job_num is None:  # a sweep job's run dir is <sweep dir>/<job num>
@@ -165,6 +186,8 @@ def build_comparison(runs: pd.DataFrame, swept: Sequence[str] | None = None) -> 
     table = table[ordered].reset_index(drop=True)
     for name in [*metric_cols.keys(), HEADLINE]:
         table[name] = pd.to_numeric(table[name], errors="coerce")
+    if sort_by is not None and sort_by in table.columns:
+        table = table.sort_values(sort_by, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     return table
 
 
@@ -232,7 +255,8 @@ def plot_comparison(table: pd.DataFrame, path: str | os.PathLike, metric: str = 
         ax.text(v, yi, f" {r:.1f}" if not pd.isna(r) else f" {st.lower()}: no result", va="center", fontsize=8)
     ax.set_xlabel(f"{metric} (%)")
     ax.set_xlim(0, max(100.0, max(values) * 1.1 if values else 100.0))
-    ax.set_title(title or f"{metric} per setting (red: failed run)", fontsize=10)
+    note = " (red: failed run)" if any(failed) else ""
+    ax.set_title(title or f"{metric} per setting{note}", fontsize=10)
     fig.tight_layout()
     out = Path(path)
     try:
@@ -386,7 +410,7 @@ def sweep_swept_keys(parent_tags: dict[str, str]) -> list[str] | None:
     return [str(k) for k in keys] if isinstance(keys, list) else None
 
 
-__all__ = ["BRANCHES", "BRANCH_CONFIG_WORDS", "CONDITIONS", "HEADLINE", "OVERRIDES_TAG", "PARENT_ROLE_TAG",
+__all__ = ["BRANCHES", "BRANCH_CONFIG_WORDS", "CONDITIONS", "HEADLINE", "HEADLINE_METRIC", "OVERRIDES_TAG", "PARENT_ROLE_TAG",
            "PARENT_ROLE_VALUE", "SWEEP_DIR_TAG", "SWEEP_OVERRIDES_TAG", "branch_choice_in_words",
            "branches_in_words", "build_comparison", "find_parent_run", "format_markdown", "load_child_runs",
            "overrides_of", "plot_comparison", "runs_frame", "setting_labels", "sweep_swept_keys",

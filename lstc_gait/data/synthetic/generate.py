@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..locking import exclusive_lock
+from lstc_gait.utils.locking import exclusive_lock
+
 from .body import sample_subject, sample_walk, walk_rng
 from .camera import Camera, place_walk, walker_to_world
 from .pose import Body, G, build_body
