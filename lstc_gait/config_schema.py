@@ -162,6 +162,9 @@ class EvalConfig:
     batch_size: int = 8
     monitor: str = "auto"  # metric that picks best.pt; auto = mean of the probe sets' rank-1
     num_workers: int = 0
+    # retrieval: ignore gallery entries of the query's subject at the query's own view?
+    # auto = only when the test data has more than one view (a one-camera set keeps them) | true | false
+    exclude_same_view: str = "auto"
     gei_baseline: bool = True  # after training, print GEI + nearest neighbour on the same test rows
 
 

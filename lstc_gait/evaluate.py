@@ -16,17 +16,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lstc_gait.errors import run_command
+from lstc_gait.errors import run_hydra_main, run_job
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Compose ``conf/evaluate.yaml`` with the command line and evaluate.
-
-    Args:
-        cfg: The composed config (given by Hydra).
-    """
-    from lstc_gait.data.selection import data_errors
+def _hydra_main(cfg: DictConfig) -> None:
     from lstc_gait.engine.device import resolve_device
     from lstc_gait.engine.runtime import configure_process
     from lstc_gait.pipelines.evaluate import evaluate
@@ -35,7 +29,15 @@ def main(cfg: DictConfig) -> None:
         configure_process(resolve_device(str(cfg.device)))
         evaluate(cfg, Path.cwd())
 
-    run_command("evaluate", body, also=data_errors())
+    run_job("evaluate", body)
+
+
+def main() -> None:
+    """Compose ``conf/evaluate.yaml`` with the command line and evaluate.
+
+    User errors (also those raised while Hydra sets up the run) end as one line and exit status 2.
+    """
+    run_hydra_main("evaluate", _hydra_main)
 
 
 if __name__ == "__main__":

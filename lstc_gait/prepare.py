@@ -12,20 +12,22 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lstc_gait.errors import run_command
+from lstc_gait.errors import run_hydra_main, run_job
 
 
 @hydra.main(config_path="conf", config_name="prepare", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Compose ``conf/prepare.yaml`` with the command line and prepare the cache.
-
-    Args:
-        cfg: The composed config (given by Hydra).
-    """
-    from lstc_gait.data.selection import data_errors
+def _hydra_main(cfg: DictConfig) -> None:
     from lstc_gait.pipelines.prepare import prepare
 
-    run_command("prepare", lambda: prepare(cfg, Path.cwd()), also=data_errors())
+    run_job("prepare", lambda: prepare(cfg, Path.cwd()))
+
+
+def main() -> None:
+    """Compose ``conf/prepare.yaml`` with the command line and prepare the cache.
+
+    User errors (also those raised while Hydra sets up the run) end as one line and exit status 2.
+    """
+    run_hydra_main("prepare", _hydra_main)
 
 
 if __name__ == "__main__":

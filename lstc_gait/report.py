@@ -10,19 +10,22 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from lstc_gait.errors import run_command
+from lstc_gait.errors import run_hydra_main, run_job
 
 
 @hydra.main(config_path="conf", config_name="report", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Compose ``conf/report.yaml`` with the command line and report.
-
-    Args:
-        cfg: The composed config (given by Hydra).
-    """
+def _hydra_main(cfg: DictConfig) -> None:
     from lstc_gait.pipelines.report import report
 
-    run_command("report", lambda: report(cfg))
+    run_job("report", lambda: report(cfg))
+
+
+def main() -> None:
+    """Compose ``conf/report.yaml`` with the command line and report.
+
+    User errors (also those raised while Hydra sets up the run) end as one line and exit status 2.
+    """
+    run_hydra_main("report", _hydra_main)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lstc_gait.config_schema import register_configs
-from lstc_gait.errors import run_command
+from lstc_gait.errors import run_hydra_main, run_job
 from lstc_gait.pipelines.train import JobInfo, launch, run  # noqa: F401 - the public names of this command
 
 register_configs()
@@ -42,13 +42,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         result = launch(cfg, Path(HydraConfig.get().runtime.output_dir), job_info_from_hydra())
         return None if result is None or not result.metrics else monitor_value(result.metrics, cfg.eval.monitor)
 
-    from hydra.types import RunMode
-
-    # In a multirun a job's error stays an exception: Hydra records the failed job and the sweep goes on.
-    from lstc_gait.data.selection import data_errors
-
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    return body() if multirun else run_command("train", body, also=data_errors())
+    # A multirun job's error reaches Hydra (its sweep callback records the run as FAILED with the reason).
+    return run_job("train", body)
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -67,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     signal.signal(signal.SIGTERM, _terminate)
-    _hydra_main()
+    run_hydra_main("train", _hydra_main)
 
 
 if __name__ == "__main__":

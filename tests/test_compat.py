@@ -292,3 +292,17 @@ def test_checkpoint_without_num_batches_tracked(tmp_path):
     with torch.no_grad():
         got = load_reference_checkpoint(tmp_path / "old.pt")(case["silhouettes"][:, None].float() / 255)
     assert_parity(got["embedding"], case["embedding"])
+
+
+def test_prefixed_reference_checkpoints_load_everywhere(tmp_path):
+    """DataParallel / DDP / torch.compile prefixes: the importer and init_from's warm start both load."""
+    ckpt = torch.load(CKPT, weights_only=False)
+    for prefix in ("module.", "_orig_mod.", "module._orig_mod."):
+        path = tmp_path / f"{prefix.strip('.').replace('.', '_')}.pt"
+        torch.save({**ckpt, "model": {prefix + k: v for k, v in ckpt["model"].items()}}, path)
+        backbone = load_reference_checkpoint(path)
+        for k, v in ckpt["model"].items():
+            assert torch.equal(backbone.state_dict()[k], v), (prefix, k)
+        model = build_gait_model(num_classes=3, **reference_args_to_kwargs(ckpt["args"]))
+        load_reference_weights(model, path)
+        assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in ckpt["model"].items())

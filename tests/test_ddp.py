@@ -55,6 +55,6 @@ def test_two_processes_match_one_process(debug_cfg, tmp_path):
 
 
 def test_global_batch_not_divisible_by_world_size_is_a_clear_error(debug_cfg, tmp_path):
-    cfg = debug_cfg("sampler.p=3", "sampler.k=1", "trainer.strategy=ddp", "trainer.devices=2")
+    cfg = debug_cfg("sampler.p=3", "sampler.k=1", "loss=ce", "trainer.strategy=ddp", "trainer.devices=2")
     with pytest.raises(ValueError, match="not divisible"):
         launch(cfg, tmp_path / "x")

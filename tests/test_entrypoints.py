@@ -40,3 +40,25 @@ def test_train_config_errors_are_user_errors(tmp_path):
                 f"paths.output_dir={tmp_path}"], tmp_path)
     assert out.returncode == 2 and "lstc_gait.train: error: config key model.variant='nope'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_an_unwritable_run_folder_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    out = _run(["lstc_gait.train", "trainer=debug", "tracking=none", f"paths.output_dir={tmp_path}",
+                f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"], tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lstc_gait.train: error: ") and "a_file" in lines[0]
+
+
+def test_a_multirun_job_failure_reaches_the_sweep_callback_then_is_one_line(tmp_path):
+    record = tmp_path / "jobs.txt"
+    out = _run(["lstc_gait.train", "--multirun", "trainer=debug", "tracking=none", "sampler.k=0,1",
+                f"paths.output_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                "+hydra.callbacks.record._target_=hydra_job_recorder.JobRecorder"], tmp_path,
+               PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}", JOB_RECORD=str(record))
+    jobs = record.read_text().splitlines()
+    assert jobs[0].startswith("FAILED\tRunConfigError\tconfig key sampler.k=0 must be >= 1"), jobs
+    assert jobs[1].startswith("FAILED\tRunConfigError\tsampler.k=1: the triplet loss"), jobs
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "lstc_gait.train: error: config key sampler.k=0 must be >= 1"

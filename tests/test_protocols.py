@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from lstc_gait.evaluation import (
+    ProtocolError,
+    check_protocol_data,
     crossview_matrix,
     evaluate_casia_b,
     evaluate_ou_mvlp,
@@ -99,11 +101,10 @@ def test_casia_b_missing_probe_view_is_nan_and_left_out():
     df = evaluate_casia_b(emb[~drop], subj[~drop], types[~drop], views[~drop])
     assert math.isnan(df.loc["NM", "036"])
     assert df.loc["NM", "mean"] == 100.0
-    # a set with no probes at all: NaN row and a warning, other rows unaffected
+    # a set with no probes at all is named, never a NaN row
     keep = ~np.isin(types, ["cl-01", "cl-02"])
-    with pytest.warns(UserWarning, match="CL"):
-        df2 = evaluate_casia_b(emb[keep], subj[keep], types[keep], views[keep])
-    assert df2.loc["CL"].isna().all() and df2.loc["BG", "mean"] == 100.0
+    with pytest.raises(ProtocolError, match="no CL probe set"):
+        evaluate_casia_b(emb[keep], subj[keep], types[keep], views[keep])
     with pytest.raises(ValueError, match="gallery"):
         evaluate_casia_b(emb[types == "bg-01"], subj[types == "bg-01"], types[types == "bg-01"],
                          views[types == "bg-01"])
@@ -234,12 +235,82 @@ def test_retrieval_protocol_query_gallery_split_and_all_vs_all():
     # query a/c1 at 0.1: a/c1 ignored (same cam), a/c2 at 0.1 -> rank 1; b/c1 at 5.1: b/c2 rank 1
     assert metrics["rank1"] == 100.0 and metrics["mAP"] == 100.0 and metrics["num_skipped"] == 0
     assert list(tables["retrieval"].columns) == ["rank1", "rank5", "rank10", "mAP", "mINP", "num_skipped"]
-    _, all_vs_all = protocol_metrics("retrieval", emb, subj, ["seq"] * 6, ["c"] * 6)
-    assert all_vs_all["num_skipped"] == 6  # same cam everywhere: every positive is ignored
+    _, one_cam = protocol_metrics("retrieval", emb, subj, ["seq"] * 6, ["c"] * 6)
+    assert one_cam["num_skipped"] == 0  # one cam: same-cam positives are kept (exclude_same_view=auto)
+    with pytest.raises(ProtocolError, match="exclude_same_view"):  # excluded: nothing left to measure, never NaN
+        protocol_metrics("retrieval", emb, subj, ["seq"] * 6, ["c"] * 6, same_view="true")
     _, no_cams = protocol_metrics("retrieval", emb, subj, ["seq"] * 6, None)
     assert no_cams["rank1"] == 100.0 and no_cams["num_skipped"] == 0
     with pytest.raises(ValueError, match="protocol"):
         protocol_metrics("gait3d", emb, subj, types, cams)
+
+
+def _one_camera_case():
+    """Two subjects x 3 walks, one camera, 1-D embeddings whose all-vs-all rank-1 is known by hand:
+    a0 -> a1 hit, a1 -> a0 hit, a2 -> b0 miss, b0 -> a2 miss, b1 -> b2 hit, b2 -> b1 hit: 4/6."""
+    emb = np.array([[0.0], [1.0], [10.0], [10.5], [20.0], [21.0]])
+    subj = np.array(["a", "a", "a", "b", "b", "b"])
+    return emb, subj, np.array(["walk1", "walk2", "walk3"] * 2), np.array(["000"] * 6)
+
+
+def test_one_camera_retrieval_keeps_same_view_positives_and_the_setting_decides():
+    emb, subj, types, views = _one_camera_case()
+    for setting in ("auto", "false", False):
+        tables, metrics = protocol_metrics("retrieval", emb, subj, types, views, same_view=setting)
+        assert metrics["rank1"] == pytest.approx(100 * 4 / 6) and metrics["num_skipped"] == 0
+        assert np.isfinite(tables["retrieval"].to_numpy(dtype=float)).all()
+    for setting in ("true", True):
+        with pytest.raises(ProtocolError, match="none of the 6 queries.*exclude_same_view"):
+            protocol_metrics("retrieval", emb, subj, types, views, same_view=setting)
+    with pytest.raises(ProtocolError, match="exclude_same_view='sometimes'"):
+        protocol_metrics("retrieval", emb, subj, types, views, same_view="sometimes")
+    # two cameras: auto excludes the query's subject at the query's own camera (ReID convention), so
+    # subject a, seen by camera c1 only, has no positive left and its queries are skipped
+    two = np.array(["c1", "c1", "c1", "c1", "c2", "c2"])
+    _, excluded = protocol_metrics("retrieval", emb, subj, types, two)
+    _, kept = protocol_metrics("retrieval", emb, subj, types, two, same_view="false")
+    assert excluded["num_skipped"] == 3 and kept["num_skipped"] == 0
+    assert kept["rank1"] == pytest.approx(100 * 4 / 6)
+
+
+def test_protocol_sets_are_checked_from_labels_naming_what_is_missing():
+    _, subj, types, views = _casia_case()
+    check_protocol_data("casia_b", subj, types, views)  # complete: nothing raised
+    keep = ~np.isin(types, ["bg-01", "bg-02", "nm-01", "nm-02", "nm-03", "nm-04"])
+    with pytest.raises(ProtocolError, match=r"no gallery \(nm-01.*and no BG probe set \(bg-01/bg-02\)"):
+        check_protocol_data("casia_b", subj[keep], types[keep], views[keep])
+    one_view = views == "018"
+    with pytest.raises(ProtocolError, match="only view '018'.*retrieval"):
+        check_protocol_data("casia_b", subj[one_view], types[one_view], views[one_view])
+    with pytest.raises(ProtocolError, match="only view '018'"):  # the protocol itself says so too, never NaN
+        evaluate_casia_b(np.zeros((one_view.sum(), 2)), subj[one_view], types[one_view], views[one_view])
+    _, osubj, otypes, oviews = _ou_case()
+    check_protocol_data("ou_mvlp", osubj, otypes, oviews)
+    with pytest.raises(ProtocolError, match=r"no gallery \(seq 01\)"):
+        check_protocol_data("ou_mvlp", osubj[otypes == "00"], otypes[otypes == "00"], oviews[otypes == "00"])
+    emb, rsubj, rtypes, rviews = _one_camera_case()
+    check_protocol_data("retrieval", rsubj, rtypes, rviews)
+    with pytest.raises(ProtocolError, match="none of the 6 queries"):
+        check_protocol_data("retrieval", rsubj, rtypes, rviews, same_view="true")
+    with pytest.raises(ProtocolError, match="none of the 2 queries"):  # one sequence per subject
+        check_protocol_data("retrieval", ["a", "b"], ["s", "s"], ["0", "0"])
+    with pytest.raises(ProtocolError, match="no sequence"):
+        check_protocol_data("retrieval", [], [], [])
+
+
+def test_a_table_where_every_query_was_skipped_is_an_error_in_every_protocol():
+    from lstc_gait.evaluation import evaluate_retrieval
+
+    with pytest.raises(ProtocolError, match="none of the 2 queries"):
+        evaluate_retrieval(np.zeros((2, 1)), ["a", "b"], np.ones((2, 1)), ["c", "d"])
+    # OU-MVLP without missing views counted: no probe's subject is in the gallery -> every probe skipped
+    emb, subj, types, views = _ou_case()
+    gallery_subjects = np.where(types == "01", np.char.add("g", subj), subj)
+    assert np.isfinite(evaluate_ou_mvlp(emb, gallery_subjects, types, views).loc["rank1", "mean"])
+    with pytest.raises(ProtocolError, match="every probe of rank1 was skipped"):
+        evaluate_ou_mvlp(emb, gallery_subjects, types, views, count_missing=False)
+    with pytest.raises(ProtocolError, match="every probe"):
+        protocol_metrics("ou_mvlp", emb, gallery_subjects, types, views)
 
 
 # ---------------------------------------------------------------- extract_embeddings

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from lstc_gait.engine.checkpoint import CheckpointError, read_checkpoint
+from lstc_gait.engine.optim import WarmupCosine
+from lstc_gait.tracking import NullTracker
 from lstc_gait.train import run
 
 STEPS = ["trainer.max_steps=6", "trainer.log_every=1", "trainer.checkpoint_every=2", "trainer.eval_every=0",
@@ -58,3 +60,51 @@ def test_checkpoint_of_another_model_config_is_refused_naming_the_mismatch(debug
     text = str(e.value)
     assert "model.joint_type" in text and "'lstc'" in text and "'dynamic'" in text
     assert "model.base_channels" in text
+
+
+class Recorder(NullTracker):
+    """A tracker (``tracking._target_``) keeping what a run logs, for the test below."""
+
+    logged: list = []
+
+    def log_metrics(self, metrics, step=None):  # noqa: D102
+        Recorder.logged.append(("metrics", step, dict(metrics)))
+
+    def set_tags(self, tags):  # noqa: D102
+        Recorder.logged.append(("tags", None, dict(tags)))
+
+    def log_params(self, params):  # noqa: D102
+        Recorder.logged.append(("params", None, params))
+
+
+def test_resume_with_changed_settings_replans_the_schedule_and_records_the_change(debug_cfg, tmp_path, caplog):
+    base = ["trainer.log_every=1", "trainer.checkpoint_every=0", "trainer.eval_every=0",
+            "trainer.scheduler.decay=cosine", "trainer.scheduler.warmup_steps=2",
+            "tracking._target_=tests.test_resume.Recorder"]
+    import importlib
+
+    logged = importlib.import_module("tests.test_resume").Recorder.logged  # the class Hydra instantiates
+    run(debug_cfg(*base, "trainer.max_steps=8"), tmp_path / "a")
+    ckpt = tmp_path / "a" / "checkpoints" / "last.pt"
+    logged.clear()
+    with caplog.at_level("WARNING"):
+        run(debug_cfg(*base, "trainer.max_steps=12", f"resume={ckpt}"), tmp_path / "b")
+    assert "trainer.max_steps: 8 -> 12" in caplog.text
+    assert [t for kind, _, t in logged if kind == "tags"] == [{"resume.changed": "trainer.max_steps: 8 -> 12"}]
+    lr = {step: m["train/lr"] for kind, step, m in logged if kind == "metrics" and "train/lr" in m}
+    assert sorted(lr) == [9, 10, 11, 12]
+    cfg = debug_cfg(*base)
+    sched, base_lr = cfg.trainer.scheduler, float(cfg.trainer.optimizer.lr)
+    plan = WarmupCosine(12, **{k: v for k, v in sched.items() if not k.startswith("_")})
+    minimum = base_lr * sched.min_lr_ratio
+    for step in (9, 10, 11, 12):  # the lr after each step follows the 12-step plan (the lr of the next step)
+        assert lr[step] == pytest.approx(base_lr * plan(step), rel=1e-6)
+    assert all(lr[s] > 1.5 * minimum for s in (9, 10, 11)) and lr[12] == pytest.approx(minimum)
+    state = read_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt").state
+    assert state["scheduler"]["last_epoch"] == 12 and state["config"]["trainer"]["max_steps"] == 12
+    # changes that cannot continue are refused in one line naming the keys, before any data work
+    for over, key in ((["model.base_channels=16"], "model.base_channels: 8 -> 16"),
+                      (["trainer.shrink_synthetic.num_subjects=8"], "trainer.shrink_synthetic.num_subjects: 6 -> 8")):
+        with pytest.raises(CheckpointError, match=key) as err:
+            run(debug_cfg(*base, *over, "trainer.max_steps=12", f"resume={ckpt}"), tmp_path / "c")
+        assert "\n" not in str(err.value)

@@ -129,7 +129,11 @@ def test_basic_launcher_failing_job_is_recorded_and_table_still_written(tmp_path
     run, sweep_dir = _sweep(tmp_path, tiny_data_dir, store, "dataset.split=casia_b,bogus")
     assert run.returncode != 0  # Hydra reports the failed job after running all of them
     client, parent, children = _parent_and_children(store, sweep_dir)
-    status = {c.data.params.get("dataset.split"): c.info.status for c in children}
+    # a job refused by validate_run_config fails before its run logs params: the callback's FAILED run
+    # carries the job's overrides instead
+    status = {c.data.params.get("dataset.split") or ("bogus" if "dataset.split=bogus" in
+                                                     c.data.tags.get("lstc_gait.overrides", "") else None):
+              c.info.status for c in children}
     assert status == {"casia_b": "FINISHED", "bogus": "FAILED"}
     assert parent.info.status == "FAILED"
     table = _check_comparison(client, parent, sweep_dir, 2)

@@ -18,7 +18,7 @@ COMBOS = [
     ["model=dynamic", "model/branches=temporal", "pooling=soft", "loss=triplet", "sampler=pk"],
     ["model=lstc", "model/branches=spatial", "pooling=mean", "loss=ce_triplet", "sampler=multiview_pk"],
     ["model=dynamic", "model/branches=joint", "pooling=max", "loss=ce", "sampler=pk"],
-    ["model=lstc", "model/branches=temporal_spatial", "pooling=soft", "loss=ce_triplet", "sampler=random"],
+    ["model=lstc", "model/branches=temporal_spatial", "pooling=soft", "loss=ce", "sampler=random"],
     ["model=dynamic", "model/branches=temporal_joint", "pooling=hard", "loss=triplet", "sampler=multiview_pk"],
     ["model=lstc", "model/branches=spatial_joint", "pooling=mean", "loss=ce_triplet", "sampler=pk",
      "trainer=default", "trainer.max_steps=2", "trainer.progress=false", "model.base_channels=8",

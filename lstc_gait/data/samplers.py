@@ -36,7 +36,13 @@ class BatchSampler:
 
     Raises:
         ValueError: Bad p, k, rank or labels, or p * k not divisible by ``world_size``.
+
+    Attributes:
+        identity_batches: Class attribute: every batch holds k sequences of each of p identities, so a
+            batch has positives for the triplet loss when k >= 2 and needs p training identities.
     """
+
+    identity_batches: bool = False
 
     def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, views: Sequence[str] | None = None) -> None:
@@ -164,6 +170,8 @@ class RandomSampler(BatchSampler):
 class PKSampler(BatchSampler):
     """p identities x k sequences per batch (the PK sampling of batch-hard triplet training, Hermans et al.
     2017); an epoch visits every identity once (n_ids // p batches)."""
+
+    identity_batches = True
 
     def _sequences(self, rng: np.random.Generator, identity: int) -> np.ndarray:
         return self._take(rng, self.by_identity[identity], self.k)

@@ -33,22 +33,6 @@ class DatasetConfigError(UserError, ValueError):
     """A dataset node that is not a valid dataset config (the message names the key)."""
 
 
-def data_errors() -> tuple[type[BaseException], ...]:
-    """The data layer's own error classes that are user errors (bad raw data, an empty cache).
-
-    They derive from ValueError, not yet from :class:`lstc_gait.errors.UserError`; entry points pass
-    them to :func:`lstc_gait.errors.run_command` so they stay one line and exit status 2.
-
-    Returns:
-        ``(CacheError, LayoutError, FrameError)`` (those that exist).
-    """
-    from lstc_gait.data import cache, layouts, pretreat
-
-    found = (getattr(cache, "CacheError", None), getattr(layouts, "LayoutError", None),
-             getattr(pretreat, "FrameError", None))
-    return tuple(c for c in found if isinstance(c, type) and not issubclass(c, UserError))
-
-
 def effective_dataset_node(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The dataset a run really built: its ``dataset`` node with ``trainer.shrink_synthetic`` applied.
 
@@ -259,7 +243,12 @@ def load_training_data(dataset_node: Mapping[str, Any], data_dir: str | os.PathL
     cache = open_cache(cache_dir)
     index = cache.index
     subjects = index["subject"].astype(str).to_numpy()
-    train_subj, test_subj = split_subjects(subjects, ds.split, ds.partition_file, ds.test_fraction, ds.split_seed)
+    try:
+        train_subj, test_subj = split_subjects(subjects, ds.split, ds.partition_file, ds.test_fraction, ds.split_seed)
+    except ValueError as exc:  # an empty side, a partition file naming no subject of the data: user errors
+        if isinstance(exc, UserError):
+            raise
+        raise SelectionError(f"dataset {ds.name!r}: {exc}") from exc
     label_of = {s: i for i, s in enumerate(train_subj)}
     train_rows = np.flatnonzero(np.isin(subjects, train_subj))
     test_rows = np.flatnonzero(np.isin(subjects, test_subj))
@@ -272,6 +261,6 @@ def load_training_data(dataset_node: Mapping[str, Any], data_dir: str | os.PathL
     return TrainingData(cache, train_rows, labels, views, test_rows, len(train_subj), ds)
 
 
-__all__ = ["SPLITS", "DatasetConfigError", "SelectionError", "SequenceSelection", "TrainingData", "data_errors", "dataset_settings",
+__all__ = ["SPLITS", "DatasetConfigError", "SelectionError", "SequenceSelection", "TrainingData", "dataset_settings",
            "default_dataset_node", "effective_dataset_node", "load_training_data", "select_rows",
            "select_sequences"]

@@ -316,20 +316,131 @@ def check_compatible(saved_config: Mapping[str, Any], config: Mapping[str, Any],
         saved_num_classes: The checkpoint's classifier width, when known.
 
     Raises:
-        CheckpointError: Naming every model setting that differs.
+        CheckpointError: One line naming every model setting that differs.
     """
+    diffs = [f"{key} (checkpoint {old!r}, this run {new!r})" for key, (old, new) in _model_diffs(saved_config, config)]
+    if num_classes is not None and saved_num_classes is not None and num_classes != saved_num_classes:
+        diffs.append(f"num_classes, the number of training subjects (checkpoint {saved_num_classes}, this run "
+                     f"{num_classes})")
+    if diffs:
+        raise CheckpointError(f"checkpoint {path} was written for another model: {'; '.join(diffs)}; resume with the "
+                              "checkpoint's model settings, or start a new run")
+
+
+def _model_diffs(saved_config: Mapping[str, Any], config: Mapping[str, Any]) -> list[tuple[str, tuple[Any, Any]]]:
+    """(key, (checkpoint value, this run's value)) of every model setting that differs (legacy defaults filled)."""
     diffs = []
     for section in MODEL_KEYS:
         old = _flatten(_canonical_model(dict(saved_config.get(section) or {})), section)
         new = _flatten(_canonical_model(dict(config.get(section) or {})), section)
         for key in sorted(set(old) | set(new)):
             if old.get(key, "<missing>") != new.get(key, "<missing>"):
-                diffs.append(f"{key}: checkpoint {old.get(key, '<missing>')!r}, this run {new.get(key, '<missing>')!r}")
-    if num_classes is not None and saved_num_classes is not None and num_classes != saved_num_classes:
-        diffs.append(f"num_classes (training subjects): checkpoint {saved_num_classes}, this run {num_classes}")
-    if diffs:
-        raise CheckpointError(f"checkpoint {path} was written for another model config:\n  " + "\n  ".join(diffs)
-                              + "\nresume with the same model settings, or start a new run")
+                diffs.append((key, (old.get(key, "<missing>"), new.get(key, "<missing>"))))
+    return diffs
+
+
+# Keys that re-plan the learning-rate schedule from the current step when a resumed run changes them.
+SCHEDULE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_minutes", "trainer.optimizer.lr",
+                 "trainer.scheduler.warmup_steps", "trainer.scheduler.warmup_start", "trainer.scheduler.min_lr_ratio",
+                 "trainer.scheduler.decay", "trainer.scheduler.step_at", "trainer.scheduler.step_factor")
+# Keys (and prefixes) a resumed run cannot change: the model's shape and the training data (its subjects,
+# hence the classifier), and the optimizer / scheduler kinds whose state the checkpoint holds.
+FIXED_ON_RESUME = ("model.", "pooling.", "dataset.", "trainer.shrink_synthetic", "trainer.optimizer._target_",
+                   "trainer.scheduler._target_")
+# dataset.* keys that only change how clips are cut and tested, not which data is trained on.
+FREE_DATASET_KEYS = ("dataset.workers", "dataset.num_frames", "dataset.sampling", "dataset.augment",
+                     "dataset.test_max_frames", "dataset.evaluation")
+_NOT_COMPARED = ("resume",)
+
+
+@dataclass
+class ResumeChanges:
+    """How a resumed run's settings differ from its checkpoint's stored config.
+
+    Attributes:
+        changed: Dotted key -> (checkpoint value, this run's value), for every key both configs have
+            whose value differs (keys the stored config lacks predate it and are not compared).
+        refused: The changed keys that cannot continue (model shape, data, optimizer kind).
+        schedule: The changed keys that re-plan the learning-rate schedule (:data:`SCHEDULE_KEYS`).
+    """
+
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+    schedule: list[str] = field(default_factory=list)
+
+    def describe(self, keys: list[str] | None = None) -> str:
+        """The changes as one line: ``key: old -> new, ...``.
+
+        Args:
+            keys: Only these keys (None: every changed key).
+
+        Returns:
+            The text (empty when nothing changed).
+        """
+        return ", ".join(f"{k}: {_show(self.changed[k][0])} -> {_show(self.changed[k][1])}"
+                         for k in (self.changed if keys is None else keys) if k in self.changed)
+
+
+def _show(value: Any) -> str:
+    return "<missing>" if value == "<missing>" else repr(value) if isinstance(value, str) else str(value)
+
+
+def compare_resume_config(saved_config: Mapping[str, Any], config: Mapping[str, Any]) -> ResumeChanges:
+    """Compare a checkpoint's stored config with a resumed run's.
+
+    Args:
+        saved_config: The checkpoint's resolved config (plain dict).
+        config: This run's resolved config (plain dict).
+
+    Returns:
+        The changed keys, which of them cannot continue and which re-plan the schedule.
+    """
+    old, new = _flatten(_lists(dict(saved_config))), _flatten(_lists(dict(config)))
+    changes = ResumeChanges()
+    for key in sorted(set(old) & set(new)):
+        if key in _NOT_COMPARED or old[key] == new[key]:
+            continue
+        changes.changed[key] = (old[key], new[key])
+    model_keys = dict(_model_diffs(saved_config, config))  # legacy defaults filled in, variant folded
+    for key in list(changes.changed):
+        if key.startswith("model.") and key not in model_keys:
+            del changes.changed[key]  # the same model, spelt differently (e.g. a legacy default)
+    for key, values in model_keys.items():
+        changes.changed.setdefault(key, values)
+    synthetic = any(k.startswith("dataset.synthetic.") for k in new)  # else trainer.shrink_synthetic does nothing
+    for key in sorted(changes.changed):
+        if key.startswith("trainer.shrink_synthetic") and not synthetic:
+            continue
+        if key.startswith(FIXED_ON_RESUME) and not key.startswith(FREE_DATASET_KEYS):
+            changes.refused.append(key)
+        elif key in SCHEDULE_KEYS:
+            changes.schedule.append(key)
+    changes.changed = dict(sorted(changes.changed.items()))
+    return changes
+
+
+def check_resume_config(saved_config: Mapping[str, Any], config: Mapping[str, Any],
+                        path: str | os.PathLike) -> ResumeChanges:
+    """Compare a checkpoint's stored config with a resumed run's and refuse changes that cannot continue.
+
+    Args:
+        saved_config: The checkpoint's resolved config.
+        config: This run's resolved config.
+        path: The checkpoint (for the message).
+
+    Returns:
+        The changes (see :class:`ResumeChanges`); none of them refused.
+
+    Raises:
+        CheckpointError: One line naming every key that cannot change in a resumed run (model shape,
+            training data, optimizer or scheduler kind), with both values.
+    """
+    changes = compare_resume_config(saved_config, config)
+    if changes.refused:
+        raise CheckpointError(f"cannot resume from {path} with these settings changed: "
+                              f"{changes.describe(changes.refused)}; a resumed run keeps the checkpoint's model, "
+                              "training data and optimizer (set them back, or start a new run without resume=)")
+    return changes
 
 
 def load_model_state(module: nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -355,7 +466,7 @@ def load_model_state(module: nn.Module, state: Mapping[str, torch.Tensor], path:
         if unexpected:
             lines.append(f"not in this model: {', '.join(unexpected[:8])}" + (" ..." if len(unexpected) > 8 else ""))
         lines.extend(shapes[:8])
-        raise CheckpointError(f"checkpoint {path} does not fit this model:\n  " + "\n  ".join(lines))
+        raise CheckpointError(f"checkpoint {path} does not fit this model: " + "; ".join(lines))
     module.load_state_dict(dict(state))
 
 
@@ -455,6 +566,7 @@ def load_model(path: str | os.PathLike, use_ema: bool = True) -> LoadedModel:
                        {"step": ckpt.state.get("step"), "num_classes": ckpt.num_classes})
 
 
-__all__ = ["CHECKPOINT_FORMAT", "FORMAT_VERSION", "LEGACY_MODEL_DEFAULTS", "Checkpoint", "CheckpointError",
-           "LoadedModel", "check_compatible", "load_model", "load_model_state", "model_from_stored_config",
-           "read_checkpoint", "read_training_state", "resolve_resume", "save_checkpoint", "strip_prefixes"]
+__all__ = ["CHECKPOINT_FORMAT", "FIXED_ON_RESUME", "FORMAT_VERSION", "LEGACY_MODEL_DEFAULTS", "SCHEDULE_KEYS",
+           "Checkpoint", "CheckpointError", "LoadedModel", "ResumeChanges", "check_compatible", "check_resume_config",
+           "compare_resume_config", "load_model", "load_model_state", "model_from_stored_config", "read_checkpoint",
+           "read_training_state", "resolve_resume", "save_checkpoint", "strip_prefixes"]

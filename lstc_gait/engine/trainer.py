@@ -11,6 +11,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,12 +193,15 @@ class Trainer:
             **self.extra_state,
         }
 
-    def load_state_dict(self, state: dict[str, Any], path: str | Path) -> None:
+    def load_state_dict(self, state: dict[str, Any], path: str | Path, replan_schedule: bool = False) -> None:
         """Resume from a checkpoint's state.
 
         Args:
             state: ``Checkpoint.state`` from :func:`lstc_gait.engine.checkpoint.read_training_state`.
             path: The checkpoint (for messages).
+            replan_schedule: Keep this trainer's scheduler (planned for this run's budget, learning rate
+                and warmup) and continue it from the checkpoint's step, instead of the checkpoint's
+                schedule (which would stay at its minimum after its old end).
 
         Raises:
             CheckpointError: Another model config, weights that do not fit, or no EMA state when EMA is on.
@@ -206,7 +210,10 @@ class Trainer:
                                  state.get("num_classes"))
         ckpt_io.load_model_state(self.raw_model, state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if replan_schedule:
+            self._continue_schedule_at(int(state["step"]))
+        else:
+            self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             if state.get("ema") is None:
                 raise ckpt_io.CheckpointError(f"checkpoint {path} has no EMA state but trainer.ema.enabled=true")
@@ -227,6 +234,20 @@ class Trainer:
         if self.settings.max_minutes > 0 and state.get("planned_steps"):
             self.planned_steps = int(state["planned_steps"])  # the schedule continues as planned
             self._replan(self.planned_steps)
+
+    def _continue_schedule_at(self, step: int) -> None:
+        """Move this run's freshly planned scheduler to ``step`` and give the optimizer its learning rates.
+
+        The optimizer state just loaded carries the checkpoint's learning rates; the scheduler was built
+        for this run's settings (``base_lrs`` = this run's learning rate), so its value at ``step``
+        replaces them, and every later ``scheduler.step()`` follows the new plan.
+        """
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["initial_lr"] = base
+        self.scheduler.last_epoch = step - 1
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()  # last_epoch = step; learning rates = the new plan's at step
 
     def save(self, name: str) -> Path | None:
         """Write ``<checkpoint_dir>/<name>`` (rank 0 only).

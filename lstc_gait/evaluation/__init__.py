@@ -8,6 +8,8 @@ from .embed import extract_embeddings
 from .metrics import METRICS, pairwise_distance, retrieval_metrics, summarize_ranks
 from .protocols import (
     PROTOCOLS,
+    ProtocolError,
+    check_protocol_data,
     evaluate_casia_b,
     evaluate_ou_mvlp,
     evaluate_retrieval,
@@ -19,6 +21,8 @@ __all__ = [
     "METRICS",
     "PROTOCOLS",
     "CrossViewCounts",
+    "ProtocolError",
+    "check_protocol_data",
     "crossview_counts",
     "crossview_matrix",
     "evaluate_casia_b",

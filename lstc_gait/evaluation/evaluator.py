@@ -93,7 +93,8 @@ def table_header(protocol: str, metric: str, checkpoint: str, split: str) -> dic
 
 
 def run_protocol(protocol: str, embeddings: np.ndarray, subjects: Sequence[str], types: Sequence[str],
-                 views: Sequence[str], metric: str = "euclidean") -> tuple[dict[str, Any], dict[str, float]]:
+                 views: Sequence[str], metric: str = "euclidean",
+                 same_view: Any = "auto") -> tuple[dict[str, Any], dict[str, float]]:
     """Run a protocol on labelled embeddings.
 
     Args:
@@ -103,12 +104,14 @@ def run_protocol(protocol: str, embeddings: np.ndarray, subjects: Sequence[str],
         types: (N,) sequence types (``nm-01``, ``00``, ...), which pick probe and gallery sets.
         views: (N,) view labels.
         metric: ``euclidean`` or ``cosine``.
+        same_view: Retrieval's ``exclude_same_view`` (``auto``: only with more than one view).
 
     Returns:
         (tables: name -> DataFrame of percentages, metrics: name -> float).
 
     Raises:
         EvaluationError: Unknown protocol or distance.
+        ProtocolError: A missing gallery or probe set, or a table where every query was skipped.
     """
     if protocol not in PROTOCOL_NAMES:
         raise EvaluationError(f"protocol={protocol!r} is not one of: {', '.join(PROTOCOL_NAMES)}")
@@ -117,7 +120,30 @@ def run_protocol(protocol: str, embeddings: np.ndarray, subjects: Sequence[str],
     from lstc_gait.evaluation.protocols import protocol_metrics
 
     return protocol_metrics(protocol, np.asarray(embeddings, dtype=np.float32), np.asarray(subjects).astype(str),
-                            np.asarray(types).astype(str), np.asarray(views).astype(str), metric)
+                            np.asarray(types).astype(str), np.asarray(views).astype(str), metric,
+                            same_view=same_view)
+
+
+def same_view_header(protocol: str, same_view: Any, views: Sequence[str]) -> dict[str, str]:
+    """The retrieval tables' header line saying whether same-view positives were excluded.
+
+    Args:
+        protocol: The protocol name (only ``retrieval`` gets the line).
+        same_view: The ``exclude_same_view`` setting.
+        views: (N,) view labels of the evaluated sequences.
+
+    Returns:
+        ``{"same_view_positives": ...}`` for retrieval, else ``{}``.
+    """
+    if protocol != "retrieval":
+        return {}
+    from lstc_gait.evaluation.protocols import exclude_same_view, same_view_setting
+
+    setting = same_view_setting(same_view)
+    excluded = exclude_same_view(setting, np.asarray(views).astype(str))
+    nviews = len(set(np.asarray(views).astype(str).tolist()))
+    return {"same_view_positives": f"{'excluded' if excluded else 'kept'} (exclude_same_view={setting}, "
+                                   f"{nviews} view{'s' if nviews != 1 else ''})"}
 
 
 def write_tables(tables: Mapping[str, Any], out_dir: str | os.PathLike,
@@ -247,27 +273,32 @@ class Evaluator:
         tracker: ``MLflowTracker`` / ``NullTracker``; None logs nothing.
         progress: Show a progress bar (rank 0).
         show: Print the tables.
+        same_view: Retrieval's ``exclude_same_view``: ``auto`` (exclude the query's subject at the
+            query's view only when the sequences have more than one view), ``true`` or ``false``.
         verification: Also compute ROC, EER and TAR@FAR 1e-2/1e-3 on the protocol's probe x gallery
             pairs (metrics ``verify/...``) and write/log ``roc.png`` (``evaluation/verification.py``).
         title: Printed above the tables (the run's name, so parallel sweep jobs' tables are told apart).
 
     Raises:
         EvaluationError: Unknown protocol or distance.
+        ProtocolError: An unknown ``same_view`` setting.
     """
 
     def __init__(self, protocol: str, metric: str = "euclidean", test_rows: TestRows | None = None, *,
                  batch_size: int = 8, num_workers: int = 0, device: torch.device | str = "cpu",
                  amp: torch.dtype | bool | None = None, dist_info: Any = None, tracker: Any = None,
                  progress: bool = True, show: bool = True, verification: bool = True,
-                 title: str | None = None) -> None:
+                 title: str | None = None, same_view: Any = "auto") -> None:
         if protocol not in PROTOCOL_NAMES:
             raise EvaluationError(f"protocol={protocol!r} is not one of: {', '.join(PROTOCOL_NAMES)}")
         if metric not in DISTANCES:
             raise EvaluationError(f"metric={metric!r} is not one of: {', '.join(DISTANCES)}")
         from lstc_gait.engine.distributed import DistInfo
+        from lstc_gait.evaluation.protocols import same_view_setting
 
         self.protocol = protocol
         self.metric = metric
+        self.same_view = same_view_setting(same_view)
         self.test_rows = test_rows
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
@@ -280,6 +311,24 @@ class Evaluator:
         self.verification = verification
         self.title = title
         self.last: EvalResult | None = None
+
+    def check(self, labels: Mapping[str, Sequence[str]] | None = None) -> None:
+        """Check that the rows hold what the protocol scores (gallery and probe sets), before embedding.
+
+        Args:
+            labels: ``{"subjects", "types", "views"}`` (None: those of :attr:`test_rows`).
+
+        Raises:
+            ProtocolError: Naming the missing set, or why nothing could be measured.
+            EvaluationError: Neither labels nor test rows.
+        """
+        from lstc_gait.evaluation.protocols import check_protocol_data
+
+        if labels is None:
+            if self.test_rows is None:
+                raise EvaluationError("this Evaluator has no test rows to check")
+            labels = self.test_rows.labels()
+        check_protocol_data(self.protocol, labels["subjects"], labels["types"], labels["views"], self.same_view)
 
     def embed(self, model: nn.Module) -> np.ndarray:
         """Embeddings of :attr:`test_rows` in row order (gathered on rank 0 under DDP).
@@ -339,7 +388,8 @@ class Evaluator:
         Raises:
             EvaluationError: Unknown protocol or distance.
         """
-        tables, metrics = run_protocol(self.protocol, embeddings, subjects, types, views, self.metric)
+        tables, metrics = run_protocol(self.protocol, embeddings, subjects, types, views, self.metric,
+                                       self.same_view)
         from lstc_gait.evaluation.baselines import same_view_table
 
         same = same_view_table(tables)  # the diagonal the cross-view protocol leaves out
@@ -354,7 +404,8 @@ class Evaluator:
         headline = headline_rank1(metrics, self.protocol)
         if headline is not None:
             metrics = {**metrics, HEADLINE_METRIC: headline}
-        header = table_header(self.protocol, self.metric, checkpoint, split)
+        header = {**table_header(self.protocol, self.metric, checkpoint, split),
+                  **same_view_header(self.protocol, self.same_view, views)}
         files: dict[str, list[Path]] = {}
         roc_file = None
         for out_dir in out_dirs:
@@ -450,4 +501,4 @@ class TrainingEvaluation:
 
 __all__ = ["CASIA_B_CONDITIONS", "DISTANCES", "HEADLINE_METRIC", "PROTOCOL_NAMES", "EvalResult", "EvaluationError",
            "Evaluator", "TestRows", "TrainingEvaluation", "format_tables", "headline_rank1", "misses_policy",
-           "run_protocol", "table_header", "write_tables"]
+           "run_protocol", "same_view_header", "table_header", "write_tables"]

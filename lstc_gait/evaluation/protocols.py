@@ -6,11 +6,14 @@ label per sequence (array-likes, compared as str). The exact rules are in docs/p
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+
+from lstc_gait.errors import UserError
 
 from .crossview import CrossViewCounts, labels_of, tally
 from .metrics import as_embeddings, build_positives, prepare, search, summarize_ranks
@@ -20,6 +23,57 @@ CASIA_B_PROBES = {"NM": ("nm-05", "nm-06"), "BG": ("bg-01", "bg-02"), "CL": ("cl
 OU_MVLP_PROBE_SEQ = "00"
 OU_MVLP_GALLERY_SEQ = "01"
 PROTOCOLS = ("casia_b", "ou_mvlp", "retrieval")
+SAME_VIEW_SETTINGS = ("auto", "true", "false")
+
+
+class ProtocolError(UserError, ValueError):
+    """Labelled sequences a protocol cannot score: a missing gallery or probe set, or nothing to measure."""
+
+
+def same_view_setting(value: Any, key: str = "exclude_same_view") -> str:
+    """Normalise an ``exclude_same_view`` setting.
+
+    Args:
+        value: ``auto`` (or None), ``true`` / ``false`` as text (any case) or as bool.
+        key: The setting's config key, for the message.
+
+    Returns:
+        ``"auto"``, ``"true"`` or ``"false"``.
+
+    Raises:
+        ProtocolError: Any other value (the message names ``key``).
+    """
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value).strip().lower()
+    if text not in SAME_VIEW_SETTINGS:
+        raise ProtocolError(f"{key}={value!r} is not one of: {', '.join(SAME_VIEW_SETTINGS)}")
+    return text
+
+
+def exclude_same_view(setting: Any, views: Sequence[str] | np.ndarray | None) -> bool:
+    """Whether retrieval ignores gallery entries of the query's subject at the query's own view.
+
+    Args:
+        setting: ``auto``, ``true`` or ``false`` (see :func:`same_view_setting`). ``auto`` excludes
+            them only when the sequences have more than one view: with a single view (one camera)
+            every positive would be excluded.
+        views: (N,) view labels of all the sequences (query and gallery), or None (no views).
+
+    Returns:
+        True to exclude same-view positives.
+
+    Raises:
+        ProtocolError: An unknown setting.
+    """
+    mode = same_view_setting(setting)
+    if views is None:
+        return False
+    if mode == "auto":
+        return len(set(np.asarray(views).astype(str).tolist())) > 1
+    return mode == "true"
 
 
 def _casia_type(t: str) -> str:
@@ -95,20 +149,41 @@ class _Split:
 
 
 # ---------------------------------------------------------------- CASIA-B
+def _present(values: np.ndarray, limit: int = 12) -> str:
+    found = sorted(set(values.tolist()))
+    return ", ".join(found[:limit]) + (f", ... ({len(found)} in all)" if len(found) > limit else "") \
+        if found else "none"
+
+
+def _cross_view_problem(name: str, probe_views: np.ndarray, gallery_views: np.ndarray) -> str | None:
+    """Why a cross-view protocol has nothing to measure for a probe set (None: it has)."""
+    pv, gv = set(probe_views.tolist()), set(gallery_views.tolist())
+    if any(p != g for p in pv for g in gv):
+        return None
+    return (f"the {name} probes and the gallery have only view {sorted(pv | gv)[0]!r}; the protocol compares "
+            "different views only (use the retrieval protocol for a one-camera dataset)")
+
+
+def _casia_sets(types: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Gallery rows and each probe set's rows, or a ProtocolError naming every missing set."""
+    gidx = np.flatnonzero(np.isin(types, CASIA_B_GALLERY))
+    sets = {name: np.flatnonzero(np.isin(types, members)) for name, members in CASIA_B_PROBES.items()}
+    missing = [f"gallery ({'/'.join(CASIA_B_GALLERY)})"] if len(gidx) == 0 else []
+    missing += [f"{name} probe set ({'/'.join(CASIA_B_PROBES[name])})" for name, idx in sets.items() if len(idx) == 0]
+    if missing:
+        raise ProtocolError(f"CASIA-B protocol: the evaluated data has no {' and no '.join(missing)}; types present: "
+                            f"{_present(types)} (choose the dataset's protocol with dataset.evaluation=...)")
+    return gidx, sets
+
+
 def _casia_rows(split: _Split):
     types = _normalised(split.types, _casia_type)
-    gidx = np.flatnonzero(np.isin(types, CASIA_B_GALLERY))
-    if len(gidx) == 0:
-        raise ValueError(f"CASIA-B protocol: no gallery sequence (types {', '.join(CASIA_B_GALLERY)}); "
-                         f"types present: {sorted(set(types.tolist()))[:12]}")
-    sets = {name: np.flatnonzero(np.isin(types, members)) for name, members in CASIA_B_PROBES.items()}
+    gidx, sets = _casia_sets(types)
     for name, idx in sets.items():
-        if len(idx) == 0:
-            warnings.warn(f"CASIA-B protocol: no {name} probe sequence ({'/'.join(CASIA_B_PROBES[name])}); "
-                          f"its row is NaN", stacklevel=3)
+        problem = _cross_view_problem(name, split.views[idx], split.views[gidx])
+        if problem:
+            raise ProtocolError(f"CASIA-B protocol: {problem}")
     pidx = np.concatenate(list(sets.values()))
-    if len(pidx) == 0:
-        raise ValueError("CASIA-B protocol: no probe sequence (nm-05/06, bg-01/02, cl-01/02)")
     bounds = np.cumsum([0] + [len(v) for v in sets.values()])
     rows = {name: np.arange(bounds[i], bounds[i + 1]) for i, name in enumerate(sets)}
     return pidx, gidx, rows
@@ -131,18 +206,37 @@ def evaluate_casia_b(embeddings, subjects, types, views, metric: str = "euclidea
     """
     split = _Split(embeddings, subjects, types, views, metric)
     counts, _, _ = _casia_counts(split, include_identical=False, with_ranks=False)
-    return _summary(counts, count_missing)
+    return _require_numbers(_summary(counts, count_missing), "CASIA-B")
 
 
 # ---------------------------------------------------------------- OU-MVLP
-def _ou_rows(split: _Split):
-    seqs = _normalised(split.types, _ou_seq)
+def _ou_sets(seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pidx = np.flatnonzero(seqs == OU_MVLP_PROBE_SEQ)
     gidx = np.flatnonzero(seqs == OU_MVLP_GALLERY_SEQ)
-    if len(pidx) == 0 or len(gidx) == 0:
-        raise ValueError(f"OU-MVLP protocol: needs probe seq {OU_MVLP_PROBE_SEQ!r} and gallery seq "
-                         f"{OU_MVLP_GALLERY_SEQ!r} in `types`; found {sorted(set(seqs.tolist()))[:12]}")
+    missing = ([f"probe set (seq {OU_MVLP_PROBE_SEQ})"] if len(pidx) == 0 else []) + \
+        ([f"gallery (seq {OU_MVLP_GALLERY_SEQ})"] if len(gidx) == 0 else [])
+    if missing:
+        raise ProtocolError(f"OU-MVLP protocol: the evaluated data has no {' and no '.join(missing)}; sequence ids "
+                            f"(types) present: {_present(seqs)} (choose the dataset's protocol with "
+                            "dataset.evaluation=...)")
     return pidx, gidx
+
+
+def _ou_rows(split: _Split):
+    pidx, gidx = _ou_sets(_normalised(split.types, _ou_seq))
+    problem = _cross_view_problem("OU-MVLP", split.views[pidx], split.views[gidx])
+    if problem:
+        raise ProtocolError(f"OU-MVLP protocol: {problem}")
+    return pidx, gidx
+
+
+def _require_numbers(table: pd.DataFrame, protocol: str, what: str = "rank-1") -> pd.DataFrame:
+    """The table, or a ProtocolError when a row measured nothing (every probe skipped: never NaN)."""
+    empty = [str(name) for name, value in table["mean"].items() if not np.isfinite(value)]
+    if empty:
+        raise ProtocolError(f"{protocol} protocol: every probe of {', '.join(empty)} was skipped, so its {what} is "
+                            "undefined (no probe of a view with a gallery sequence at another view)")
+    return table
 
 
 def evaluate_ou_mvlp(embeddings, subjects, types, views, metric: str = "euclidean",
@@ -157,7 +251,8 @@ def evaluate_ou_mvlp(embeddings, subjects, types, views, metric: str = "euclidea
     pidx, gidx = _ou_rows(split)
     res = split.run(pidx, gidx, include_identical=False, with_ranks=False)
     counts = split.tally(res, np.arange(len(pidx)), pidx, gidx, include_identical=False)
-    return _summary({"rank1": counts}, count_missing)
+    return _require_numbers(_summary({"rank1": counts}, count_missing), "OU-MVLP",
+                            "rank-1" if count_missing else "rank-1 without missing gallery views")
 
 
 # ---------------------------------------------------------------- retrieval
@@ -202,32 +297,135 @@ def evaluate_retrieval(query_embeddings, query_ids, gallery_embeddings, gallery_
     pos = build_positives(qid, gid, qcam, gcam, self_index)
     res = search(q, g, positives=pos)
     out = summarize_ranks(res.ranks, res.offsets, (1, 5, 10))
+    if out["num_queries"] == 0:
+        raise ProtocolError(_no_positive_message(len(q), qcam is not None, self_index is not None))
     return {k: out[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP", "num_skipped")}
+
+
+def _no_positive_message(num_queries: int, same_view_excluded: bool, self_excluded: bool) -> str:
+    rule = "another sequence of its subject" if self_excluded else "a sequence of its subject"
+    if same_view_excluded:
+        rule += " at another view"
+    text = (f"retrieval protocol: none of the {num_queries} queries has a positive in the gallery ({rule}), so every "
+            "metric would be undefined")
+    if same_view_excluded:
+        text += "; same-view positives are excluded (exclude_same_view): set it to false to keep them"
+    return text
+
+
+# ---------------------------------------------------------------- checks before anything is embedded
+def _retrieval_sides(types: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Query rows, gallery rows and whether a query is also in the gallery (all-vs-all, itself excluded)."""
+    lowered = np.char.lower(types.astype(str))
+    qmask = np.isin(lowered, ("query", "probe"))
+    gmask = lowered == "gallery"
+    if qmask.any() and gmask.any():
+        return np.flatnonzero(qmask), np.flatnonzero(gmask), False
+    every = np.arange(len(types))
+    return every, every, True
+
+
+def _any_positive(subjects: np.ndarray, views: np.ndarray, qidx: np.ndarray, gidx: np.ndarray,
+                  same_view_excluded: bool, self_excluded: bool) -> bool:
+    """Whether at least one query has a positive in the gallery under the exclusion rules."""
+    from collections import Counter
+
+    per_subject = Counter(subjects[gidx].tolist())
+    per_subject_view = Counter(zip(subjects[gidx].tolist(), views[gidx].tolist()))
+    for s, v in set(zip(subjects[qidx].tolist(), views[qidx].tolist())):
+        available = per_subject[s] - (per_subject_view[(s, v)] if same_view_excluded else 0)
+        if self_excluded and not same_view_excluded:
+            available -= 1  # the query itself
+        if available > 0:
+            return True
+    return False
+
+
+def check_protocol_data(protocol: str, subjects, types, views, same_view: Any = "auto") -> None:
+    """Check that labelled sequences hold what ``protocol`` scores, before anything is embedded or trained.
+
+    CASIA-B (Yu et al. 2006) needs the gallery (nm-01..04) and the NM (nm-05/06), BG (bg-01/02) and CL
+    (cl-01/02) probe sets, each with a probe view that differs from a gallery view; OU-MVLP (Takemura
+    et al. 2018) needs probe seq 00 and gallery seq 01 at different views; retrieval needs at least one
+    query with a positive in the gallery (see :func:`exclude_same_view`).
+
+    Args:
+        protocol: ``casia_b``, ``ou_mvlp`` or ``retrieval``.
+        subjects: (N,) subject ids.
+        types: (N,) sequence types (CASIA-B types, OU-MVLP seq ids, or ``query``/``gallery``).
+        views: (N,) view labels.
+        same_view: The retrieval protocol's ``exclude_same_view`` setting (``auto``, ``true``, ``false``).
+
+    Raises:
+        ProtocolError: Naming every missing set, or saying why nothing could be measured.
+    """
+    if protocol not in PROTOCOLS:
+        raise ProtocolError(f"unknown evaluation protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    subj = labels_of(subjects, None, "subjects")
+    n = len(subj)
+    if n == 0:
+        raise ProtocolError(f"{protocol} protocol: no sequence to evaluate")
+    kinds = labels_of(types, n, "types")
+    view = labels_of(views, n, "views") if views is not None or protocol != "retrieval" else np.full(n, "")
+    if protocol == "casia_b":
+        gidx, sets = _casia_sets(_normalised(kinds, _casia_type))
+        for name, idx in sets.items():
+            problem = _cross_view_problem(name, view[idx], view[gidx])
+            if problem:
+                raise ProtocolError(f"CASIA-B protocol: {problem}")
+    elif protocol == "ou_mvlp":
+        pidx, gidx = _ou_sets(_normalised(kinds, _ou_seq))
+        problem = _cross_view_problem("OU-MVLP", view[pidx], view[gidx])
+        if problem:
+            raise ProtocolError(f"OU-MVLP protocol: {problem}")
+    else:
+        qidx, gidx, self_excluded = _retrieval_sides(kinds)
+        excluded = exclude_same_view(same_view, view)
+        if not _any_positive(subj, view, qidx, gidx, excluded, self_excluded):
+            raise ProtocolError(_no_positive_message(len(qidx), excluded, self_excluded))
 
 
 # ---------------------------------------------------------------- one entry point for training
 def _prefixed(prefix: str, summary: dict) -> dict:
-    return {f"{prefix}{k}": float(v) for k, v in summary.items() if k != "num_queries"}
+    """Metric names with a prefix; undefined values (no query with a positive) are left out, never NaN."""
+    return {f"{prefix}{k}": float(v) for k, v in summary.items() if k != "num_queries" and np.isfinite(v)}
 
 
 def protocol_metrics(protocol: str, embeddings, subjects, types, views, metric: str = "euclidean",
-                     progress: bool = False) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
+                     progress: bool = False, same_view: Any = "auto") -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
     """Run ``protocol`` once and return (tables, metrics) for logging (names in docs/protocols.md).
 
     The rank-1 tables and the retrieval metrics (mAP, mINP, rank5, rank10) come out of one pass
-    over the probe x gallery distances. Retrieval here: probes against the whole gallery, gallery
-    entries of the probe's subject at the probe's own view ignored (cams = views).
+    over the probe x gallery distances. Retrieval inside CASIA-B / OU-MVLP: probes against the whole
+    gallery, gallery entries of the probe's subject at the probe's own view ignored (cams = views).
+
+    Args:
+        protocol: ``casia_b`` (Yu et al. 2006), ``ou_mvlp`` (Takemura et al. 2018) or ``retrieval``.
+        embeddings: float (N, D) or part-wise (N, C, P).
+        subjects: (N,) subject ids.
+        types: (N,) sequence types.
+        views: (N,) view labels.
+        metric: ``euclidean`` or ``cosine``.
+        progress: Show a progress bar over the queries.
+        same_view: The retrieval protocol's ``exclude_same_view`` setting (``auto``: exclude the
+            query's subject at the query's view only when there is more than one view).
+
+    Returns:
+        (tables: name -> DataFrame of percentages, metrics: name -> float, undefined ones left out).
+
+    Raises:
+        ProtocolError: A missing gallery or probe set, or a table in which every query was skipped.
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown evaluation protocol {protocol!r}; expected one of {PROTOCOLS}")
+        raise ProtocolError(f"unknown evaluation protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     if protocol == "retrieval":
-        return _retrieval_protocol(embeddings, subjects, types, views, metric)
+        return _retrieval_protocol(embeddings, subjects, types, views, metric, same_view)
     split = _Split(embeddings, subjects, types, views, metric)
     tables: dict[str, pd.DataFrame] = {}
     metrics: dict[str, float] = {}
     if protocol == "casia_b":
         counts, res, rows = _casia_counts(split, include_identical=True, with_ranks=True, progress=progress)
-        summary = _summary(counts, count_missing=True)
+        summary = _require_numbers(_summary(counts, count_missing=True), "CASIA-B")
         tables["rank1"] = summary
         for name, c in counts.items():
             metrics[f"{name}/rank1"] = float(summary.loc[name, "mean"])
@@ -243,8 +441,9 @@ def protocol_metrics(protocol: str, embeddings, subjects, types, views, metric: 
     pidx, gidx = _ou_rows(split)
     res = split.run(pidx, gidx, include_identical=True, with_ranks=True, progress=progress)
     counts = split.tally(res, np.arange(len(pidx)), pidx, gidx, include_identical=True)
-    counted = _summary({"rank1": counts}, count_missing=True)
-    excluded = _summary({"rank1": counts}, count_missing=False)
+    counted = _require_numbers(_summary({"rank1": counts}, count_missing=True), "OU-MVLP")
+    excluded = _require_numbers(_summary({"rank1": counts}, count_missing=False), "OU-MVLP",
+                                "rank-1 without missing gallery views")
     tables["rank1"] = counted
     tables["rank1_excl_missing"] = excluded
     tables["crossview"] = counts.accuracy(count_missing=True)
@@ -265,17 +464,20 @@ def _subset_ranks(ranks: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
     return flat, np.concatenate([[0], np.cumsum(counts)])
 
 
-def _retrieval_protocol(embeddings, subjects, types, views, metric: str):
-    """Generic datasets: types 'query'/'probe' vs 'gallery' when given, else all-vs-all without self."""
+def _retrieval_protocol(embeddings, subjects, types, views, metric: str, same_view: Any = "auto"):
+    """Generic datasets: types 'query'/'probe' vs 'gallery' when given, else all-vs-all without self.
+
+    Gallery entries of the query's subject at the query's view are ignored when
+    :func:`exclude_same_view` says so (by default: only when there is more than one view).
+    """
     emb = as_embeddings(embeddings)
     n = emb.shape[0]
-    types_ = np.array([t.lower() for t in labels_of(types, n, "types")])
+    kinds = labels_of(types, n, "types")
     subj = labels_of(subjects, n, "subjects")
-    cams = None if views is None else labels_of(views, n, "views")
-    qmask = np.isin(types_, ("query", "probe"))
-    gmask = types_ == "gallery"
-    if qmask.any() and gmask.any():
-        qi, gi = np.flatnonzero(qmask), np.flatnonzero(gmask)
+    view = None if views is None else labels_of(views, n, "views")
+    cams = view if exclude_same_view(same_view, view) else None
+    qi, gi, self_excluded = _retrieval_sides(kinds)
+    if not self_excluded:
         e = emb.numpy()
         out = evaluate_retrieval(e[qi], subj[qi], e[gi], subj[gi],
                                  None if cams is None else cams[qi], None if cams is None else cams[gi],

@@ -35,6 +35,18 @@ DEFAULT_KERNELS = ((3, 7, 3), (3, 5, 3), (3, 3, 3))
 _CHUNK_BYTES = 12 * 2 ** 20
 
 
+def feature_rows(input_height: int) -> int:
+    """Rows of the feature map the stripes are cut from: the input height after the two 2x spatial poolings.
+
+    Args:
+        input_height: Height of the input silhouettes (pixels).
+
+    Returns:
+        ``input_height // 2 // 2`` (each pooling drops an odd last row).
+    """
+    return int(input_height) // 2 // 2
+
+
 def normalize_kernels(kernels: Sequence[Sequence[int]]) -> tuple[tuple[int, int, int], ...]:
     """Accept nested lists/tuples (e.g. from Hydra) and return three ``(kT, kH, kW)`` tuples.
 
@@ -165,7 +177,7 @@ class LSTCBackbone(nn.Module):
             raise ValueError(f"empty input: x of shape {tuple(x.shape)}")
         if w < 4:
             raise ValueError(f"input width {w} is too small: two 2x spatial poolings need W >= 4")
-        check_stripes(h // 4, self.num_stripes, where=f"after two 2x poolings, input height {h} ->")
+        check_stripes(feature_rows(h), self.num_stripes, where=f"after two 2x poolings, input height {h} ->")
         if lengths is None:
             return None
         if not isinstance(lengths, Tensor):

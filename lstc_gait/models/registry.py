@@ -12,20 +12,27 @@ the ``model`` config node, whose defaults live once, in :class:`lstc_gait.config
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from .backbone import feature_rows
 from .heads import GaitModel, build_gait_model
 
 ModelBuilder = Callable[..., GaitModel]
+# (input height in pixels, the model node's keyword arguments) -> feature rows the stripes are cut from
+FeatureRows = Callable[[int, Mapping[str, Any]], "int | None"]
 _VARIANTS: dict[str, ModelBuilder] = {}
+_FEATURE_ROWS: dict[str, FeatureRows] = {}
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+def register_model(name: str, feature_rows: FeatureRows | None = None) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator registering a model builder under ``name``.
 
     Args:
         name: The variant's name, as used by ``model.variant`` (and the ``conf/model/<name>.yaml`` option).
+        feature_rows: ``(input_height, model_kwargs) -> rows`` of the feature map the variant cuts into
+            ``num_stripes`` height stripes (None as result, or no function: the variant has no stripes).
+            :func:`lstc_gait.pipelines.train.validate_run_config` refuses more stripes than rows.
 
     Returns:
         The decorator; it returns the function unchanged.
@@ -38,9 +45,32 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
         if name in _VARIANTS and _VARIANTS[name] is not fn:
             raise ValueError(f"model variant {name!r} is already registered")
         _VARIANTS[name] = fn
+        if feature_rows is not None:
+            _FEATURE_ROWS[name] = feature_rows
         return fn
 
     return decorator
+
+
+def stripe_rows(variant: str, input_height: int, model_kwargs: Mapping[str, Any]) -> int | None:
+    """Rows of the feature map a variant cuts into ``num_stripes`` stripes, for frames ``input_height`` high.
+
+    Args:
+        variant: A registered name.
+        input_height: Height of the input silhouettes (pixels).
+        model_kwargs: The rest of the ``model`` node (``num_stripes``, ...).
+
+    Returns:
+        The number of rows, or None when the variant does not cut stripes (or does not say).
+
+    Raises:
+        ValueError: ``variant`` is not registered.
+    """
+    if variant not in _VARIANTS:
+        raise ValueError(f"model.variant={variant!r} is not one of: {', '.join(model_names())}")
+    fn = _FEATURE_ROWS.get(variant)
+    rows = fn(int(input_height), model_kwargs) if fn is not None else None
+    return None if rows is None else int(rows)
 
 
 def model_names() -> tuple[str, ...]:
@@ -76,7 +106,12 @@ def _with_joint(kwargs: dict[str, Any], default: str) -> dict[str, Any]:
     return {**kwargs, "joint_type": joint or default}
 
 
-@register_model("lstc")
+def _backbone_rows(input_height: int, model_kwargs: Mapping[str, Any]) -> int:
+    """LSTCBackbone: LSTC's stripe-local convolutions and LSTP's stripes see the input after two 2x poolings."""
+    return feature_rows(input_height)
+
+
+@register_model("lstc", feature_rows=_backbone_rows)
 def lstc(num_classes: int = 0, **kwargs: Any) -> GaitModel:
     """LSTC: the asymmetric block's joint branch is the stripe-local depthwise 3D conv + pointwise mix.
 
@@ -90,7 +125,7 @@ def lstc(num_classes: int = 0, **kwargs: Any) -> GaitModel:
     return build_gait_model(num_classes, **_with_joint(dict(kwargs), "lstc"))
 
 
-@register_model("dynamic")
+@register_model("dynamic", feature_rows=_backbone_rows)
 def dynamic(num_classes: int = 0, **kwargs: Any) -> GaitModel:
     """Dynamic: the joint branch is an expert-gated dynamic 3D conv (experts mixed per sample).
 
@@ -123,4 +158,4 @@ def gaitset(num_classes: int = 0, **kwargs: Any) -> Any:
     return build_gaitset(num_classes, **kwargs)
 
 
-__all__ = ["build_model", "model_names", "register_model"]
+__all__ = ["FeatureRows", "build_model", "model_names", "register_model", "stripe_rows"]

@@ -68,8 +68,9 @@ def evaluate(cfg: DictConfig, base_dir: Path) -> dict[str, Any]:
         protocol = cfg.protocol or es.meta.get("protocol") or "casia_b"
         source, split = str(es.meta.get("checkpoint") or path), str(es.meta.get("split") or "as stored")
         params: dict[str, Any] = {"embeddings": str(path), "source_checkpoint": es.meta.get("checkpoint", "")}
-        evaluator = Evaluator(protocol, str(cfg.metric))
+        evaluator = Evaluator(protocol, str(cfg.metric), same_view=cfg.get("exclude_same_view", "auto"))
         labelled = (es.embeddings, es.subjects, es.types, es.views)
+        evaluator.check({"subjects": es.subjects, "types": es.types, "views": es.views})
     else:
         path = resolve_path(cfg.checkpoint, base_dir)
         loaded = load_model(path, use_ema=bool(cfg.use_ema))
@@ -82,10 +83,12 @@ def evaluate(cfg: DictConfig, base_dir: Path) -> dict[str, Any]:
         evaluator = Evaluator(protocol, str(cfg.metric), TestRows(sel.cache, sel.rows, sel.dataset.width,
                                                                   cfg.max_frames, split),
                               batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers),
-                              device=resolve_device(str(cfg.device)), amp=bool(cfg.amp), progress=bool(cfg.progress))
+                              device=resolve_device(str(cfg.device)), amp=bool(cfg.amp), progress=bool(cfg.progress),
+                              same_view=cfg.get("exclude_same_view", "auto"))
+        labels = sel.labels()
+        evaluator.check(labels)  # a missing probe or gallery set is named before anything is embedded
         log.info("embedding %d sequences of %s (%s split) with %s weights", len(sel.rows), sel.dataset.name,
                  cfg.split, loaded.weights)
-        labels = sel.labels()
         labelled = (evaluator.embed(loaded.model), labels["subjects"], labels["types"], labels["views"])
     out_dir = resolve_path(cfg.out_dir, base_dir) or base_dir / "outputs" / "eval" / f"{path.stem}-{protocol}-{cfg.split}"
 

@@ -39,6 +39,9 @@ from lstc_gait.utils.paths import resolve_path
 log = logging.getLogger("lstc_gait.train")
 
 
+RESUME_CHANGED_TAG = "resume.changed"  # MLflow tag of a resumed run: "key: old -> new, ..."
+
+
 class RunConfigError(UserError, ValueError):
     """A training config that cannot run (checked before anything expensive starts)."""
 
@@ -86,23 +89,161 @@ class JobInfo:
         return out
 
 
-def validate_run_config(cfg: DictConfig) -> None:
+def validate_run_config(cfg: DictConfig, world_size: int | None = None) -> None:
     """Check a composed training config before any data, model or tracking work starts.
 
-    The one place run settings are validated (choices, budgets, sizes); later checks belong here.
+    The one place run settings are validated. Besides the fixed choices and sizes it refuses settings
+    that would run but silently do nothing:
+
+    - a triplet-based loss (``loss.triplet_weight > 0``) with ``sampler.k < 2`` or with a sampler whose
+      batches are not made of identities (``sampler=random``): no positive pair, the triplet term is 0;
+    - more stripes (``model.num_stripes``) than feature rows (:func:`stripe_rows_problem`);
+    - hard temporal pooling with ``pooling.topk < 1`` or larger than the training clip;
+    - a DDP global batch (``sampler.p x sampler.k``) not divisible by the number of processes.
+
+    Checks that need the data (``sampler.p`` against the training subjects, the evaluation protocol's
+    sets) are in :func:`check_training_data`.
 
     Args:
         cfg: The composed training config.
+        world_size: Processes sharing each batch (None: from ``trainer.strategy`` / ``trainer.devices``,
+            or the torchrun environment).
 
     Raises:
-        RunConfigError: Naming the first bad key.
+        RunConfigError: One line naming the first bad key.
+        DatasetConfigError: The dataset node is invalid (naming the key).
     """
     from lstc_gait.config_schema import check_choices
+    from lstc_gait.data.selection import dataset_settings, effective_dataset_node
+    from lstc_gait.evaluation.protocols import ProtocolError, same_view_setting
 
     try:
         check_choices(cfg)
     except ValueError as exc:
         raise RunConfigError(str(exc)) from exc
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    ds = dataset_settings(effective_dataset_node(resolved) or {})
+    try:
+        same_view_setting(OmegaConf.select(cfg, "eval.exclude_same_view", default="auto"), "eval.exclude_same_view")
+    except ProtocolError as exc:
+        raise RunConfigError(str(exc)) from exc
+    for problem in (_triplet_problem(cfg), stripe_rows_problem(cfg), _pooling_problem(cfg, ds),
+                    _ddp_problem(cfg, world_size)):
+        if problem:
+            raise RunConfigError(problem)
+
+
+def _sampler_class(cfg: DictConfig) -> type | None:
+    import hydra.utils
+
+    target = OmegaConf.select(cfg, "sampler._target_", default=None)
+    try:
+        return hydra.utils.get_class(str(target)) if target else None
+    except Exception as exc:  # Hydra wraps import errors in its own types
+        raise RunConfigError(f"sampler._target_={target!r} cannot be imported: {exc}") from exc
+
+
+def _triplet_problem(cfg: DictConfig) -> str | None:
+    weight = float(OmegaConf.select(cfg, "loss.triplet_weight", default=0.0) or 0.0)
+    if weight <= 0:
+        return None
+    k = int(cfg.sampler.k)
+    if k < 2:
+        return (f"sampler.k={k}: the triplet loss (loss.triplet_weight={weight:g}) needs k >= 2 sequences of each "
+                "subject in a batch, else it has no positive pair and is 0 at every step; set sampler.k=2 or more, "
+                "or use loss=ce")
+    cls = _sampler_class(cfg)
+    if cls is not None and getattr(cls, "identity_batches", True) is False:
+        return (f"sampler={cls.__name__}: the triplet loss (loss.triplet_weight={weight:g}) needs batches of p "
+                "subjects x k sequences (sampler=pk or sampler=multiview_pk); random batches do not guarantee a "
+                "positive pair, so the triplet term would often be 0; use a P x K sampler or loss=ce")
+    return None
+
+
+def stripe_rows_problem(cfg: DictConfig, input_height: int | None = None) -> str | None:
+    """Whether ``model.num_stripes`` exceeds the feature rows the model variant cuts into stripes.
+
+    The variant says how many rows its feature map has for the input height
+    (:func:`lstc_gait.models.registry.stripe_rows`; LSTC: two 2x poolings, 64 -> 16 rows), so a new
+    variant registers its own rule and this check covers it.
+
+    Args:
+        cfg: The composed training config.
+        input_height: Height of the training silhouettes (None: the cache's frame height, 64).
+
+    Returns:
+        The one-line problem naming ``model.num_stripes``, or None.
+    """
+    from lstc_gait.data.cache import FRAME_SHAPE
+    from lstc_gait.models.registry import stripe_rows
+
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(model, dict)
+    variant = str(model.pop("variant", None) or "lstc")
+    model.pop("_target_", None)
+    stripes = model.get("num_stripes")
+    if stripes is None:
+        return None
+    height = int(input_height or FRAME_SHAPE[0])
+    try:
+        rows = stripe_rows(variant, height, model)
+    except ValueError as exc:
+        return str(exc)
+    if rows is not None and int(stripes) > rows:
+        return (f"model.num_stripes={stripes} is more than the {rows} feature rows that the {variant} model cuts "
+                f"into stripes for {height}-pixel-high silhouettes; every stripe needs a row: use "
+                f"model.num_stripes<={rows}")
+    return None
+
+
+def _pooling_problem(cfg: DictConfig, ds: Any) -> str | None:
+    mode = OmegaConf.select(cfg, "model.pooling", default=None)
+    if mode != "hard":
+        return None
+    key = "model.topk" if not OmegaConf.is_interpolation(cfg.model, "topk") else "pooling.topk"
+    topk = int(cfg.model.topk)
+    if topk < 1:
+        return (f"{key}={topk}: hard temporal pooling averages the top-k frames of each stripe, so k must be >= 1")
+    if topk > int(ds.num_frames):
+        return (f"{key}={topk} is larger than the training clip (dataset.num_frames={ds.num_frames}): hard pooling "
+                "would average every frame, i.e. silently become mean pooling; lower it or raise "
+                "dataset.num_frames (or use pooling=mean)")
+    return None
+
+
+def _ddp_problem(cfg: DictConfig, world_size: int | None) -> str | None:
+    if world_size is None:
+        if cfg.trainer.strategy != "ddp":
+            return None
+        env = dist_utils.torchrun_env()
+        world_size = env.world_size if env is not None else int(cfg.trainer.devices)
+    p, k = int(cfg.sampler.p), int(cfg.sampler.k)
+    if world_size > 1 and (p * k) % world_size:
+        return (f"the global batch sampler.p x sampler.k = {p} x {k} = {p * k} is not divisible by the "
+                f"{world_size} DDP processes (trainer.devices): each process must get the same share")
+    return None
+
+
+def check_training_data(cfg: DictConfig, data: Any, evaluator: Any) -> None:
+    """Check the settings that need the data, after it is loaded and before the model is built.
+
+    Args:
+        cfg: The composed training config.
+        data: The run's :class:`lstc_gait.data.selection.TrainingData`.
+        evaluator: The run's :class:`lstc_gait.evaluation.evaluator.Evaluator` (with the test rows).
+
+    Raises:
+        RunConfigError: ``sampler.p`` larger than the number of training subjects (P x K samplers).
+        ProtocolError: The test rows lack a gallery or probe set of the evaluation protocol, or give it
+            nothing to measure (e.g. CASIA-B on one view); the message names the set.
+    """
+    cls = _sampler_class(cfg)
+    p = int(cfg.sampler.p)
+    if cls is not None and getattr(cls, "identity_batches", False) and p > data.num_classes:
+        raise RunConfigError(f"sampler.p={p} subjects per batch, but the training split of dataset "
+                             f"{data.settings.name!r} has only {data.num_classes}: set sampler.p<={data.num_classes}")
+    evaluator.check()
 
 
 def build_tracker(cfg: DictConfig, job: JobInfo, run_dir: Path, run_id: str | None) -> Any:
@@ -169,7 +310,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None,
     job = job or JobInfo()
     dist_info = dist_info or DistInfo()
     run_dir = Path(run_dir).absolute()
-    validate_run_config(cfg)
+    validate_run_config(cfg, dist_info.world_size)
     t_start = time.perf_counter()
     device = resolve_device(cfg.trainer.device, dist_info.local_rank)
     seed_everything(int(cfg.seed))
@@ -178,8 +319,12 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None,
 
     resume_path = ckpt_io.resolve_resume(cfg.resume, run_dir)
     resume = ckpt_io.read_training_state(resume_path) if resume_path is not None else None
-    if resume is not None:  # fail before any expensive work when the model config differs
-        ckpt_io.check_compatible(resume.config or {}, resolved, resume_path)
+    changes = ckpt_io.ResumeChanges()
+    if resume is not None:  # fail before any expensive work when the model or the data would change
+        changes = ckpt_io.check_resume_config(resume.config or {}, resolved, resume_path)
+        if changes.changed and dist_info.is_main:
+            log.warning("resuming from %s (step %s) with settings that differ from the checkpoint's: %s", resume_path,
+                        resume.state.get("step"), changes.describe())
 
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +336,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None,
     status = "FAILED"
     error: BaseException | None = None
     try:
+        if changes.changed:  # params keep their first value (MLflow cannot change them): the tag says what changed
+            tracker.set_tags({RESUME_CHANGED_TAG: changes.describe()})
         tracker.log_params(resolved)
         if dist_info.is_main:
             config_path = atomic_write_text(run_dir / "config_resolved.yaml",
@@ -199,7 +346,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = None,
         # progress bars only on a terminal; otherwise the trainer logs a line every trainer.log_every steps
         progress = bool(cfg.trainer.progress) and dist_info.is_main and _is_terminal()
         result = _train(cfg, resolved, run_dir, dist_info, device, tracker, resume, step_hook, progress,
-                        job.run_name)
+                        job.run_name, replan_schedule=bool(changes.schedule))
         if dist_info.is_main:
             for _, path in sorted(result.checkpoints.items()):
                 tracker.log_artifact(path, "checkpoints")
@@ -247,7 +394,7 @@ def _traceback_to_log_files(error: BaseException) -> None:
 
 def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, device: torch.device,
            tracker: Any, resume: ckpt_io.Checkpoint | None, step_hook: Callable[[int], None] | None,
-           progress: bool, run_name: str | None = None) -> FitResult:
+           progress: bool, run_name: str | None = None, replan_schedule: bool = False) -> FitResult:
     import hydra.utils
     from torch.utils.data import DataLoader
 
@@ -261,6 +408,15 @@ def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, 
     data = load_training_data(effective_dataset_node(resolved) or {}, resolve_path(cfg.paths.data_dir) or "outputs/data",
                               is_main=dist_info.is_main, barrier=dist_utils.barrier, progress=progress)
     ds = data.settings
+    dtype = amp_dtype(bool(tr.amp), tr.amp_dtype, device)
+    test_rows = TestRows(data.cache, data.test_rows, ds.width, ds.test_max_frames,
+                         f"{ds.split} ({len(set(data.cache.index['subject'].astype(str).to_numpy()[data.test_rows]))}"
+                         " test subjects)")
+    evaluator = Evaluator(ds.evaluation, cfg.eval.metric, test_rows, batch_size=int(cfg.eval.batch_size),
+                          num_workers=int(cfg.eval.num_workers), device=device, amp=dtype, dist_info=dist_info,
+                          tracker=tracker, progress=progress, title=run_name,
+                          same_view=OmegaConf.select(cfg, "eval.exclude_same_view", default="auto"))
+    check_training_data(cfg, data, evaluator)  # sampler.p and the protocol's sets, before the first step
     train_set = TrainSequenceDataset(data.cache, data.train_rows, data.train_labels, num_frames=ds.num_frames,
                                      sampling=ds.sampling, width=ds.width, augment=dataclasses.asdict(ds.augment))
     sampler = hydra.utils.instantiate(cfg.sampler, labels=data.train_labels, views=data.train_views,
@@ -292,14 +448,6 @@ def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, 
     max_minutes = float(OmegaConf.select(tr, "max_minutes", default=0.0) or 0.0)
     # with max_minutes the trainer re-plans the schedule's length once it has measured a step
     scheduler = hydra.utils.instantiate(tr.scheduler)(optimizer, total_steps=max(1, max_steps or 10 ** 6))
-    dtype = amp_dtype(bool(tr.amp), tr.amp_dtype, device)
-
-    test_rows = TestRows(data.cache, data.test_rows, ds.width, ds.test_max_frames,
-                         f"{ds.split} ({len(set(data.cache.index['subject'].astype(str).to_numpy()[data.test_rows]))}"
-                         " test subjects)")
-    evaluator = Evaluator(ds.evaluation, cfg.eval.metric, test_rows, batch_size=int(cfg.eval.batch_size),
-                          num_workers=int(cfg.eval.num_workers), device=device, amp=dtype, dist_info=dist_info,
-                          tracker=tracker, progress=progress, title=run_name)
     settings = TrainSettings(max_steps=max_steps, eval_every=int(tr.eval_every), log_every=max(1, int(tr.log_every)),
                              checkpoint_every=int(tr.checkpoint_every), grad_clip=float(tr.grad_clip),
                              progress=progress, monitor=cfg.eval.monitor, max_minutes=max_minutes,
@@ -312,9 +460,12 @@ def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, 
                       compile=bool(OmegaConf.select(cfg, "trainer.compile", default=False)))
     trainer.extra_state["mlflow_run_id"] = getattr(tracker, "run_id", None)
     if resume is not None:
-        trainer.load_state_dict(resume.state, resume.path)
+        trainer.load_state_dict(resume.state, resume.path, replan_schedule=replan_schedule)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume.path, trainer.step, trainer.epoch,
                  trainer.index)
+        if replan_schedule and dist_info.is_main:
+            log.warning("learning-rate schedule re-planned for %d steps from step %d: lr %.3g now", max_steps,
+                        trainer.step, optimizer.param_groups[0]["lr"])
     log.info("training %s: %s batches of %d x %d sequences x %d frames on %s%s",
              f"{max_minutes:g} minutes" + (f" (at most {max_steps} steps)" if max_steps else "") if max_minutes
              else f"{max_steps} steps",
@@ -363,6 +514,7 @@ def launch(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = No
     """
     job = job or JobInfo()
     tr = cfg.trainer
+    validate_run_config(cfg)  # before spawning: a bad setting is one line in this process, not N tracebacks
     if tr.strategy != "ddp":
         return run(cfg, run_dir, job)
     device = resolve_device(tr.device)
@@ -380,10 +532,6 @@ def launch(cfg: DictConfig, run_dir: str | os.PathLike, job: JobInfo | None = No
         return run(cfg, run_dir, job)
     if device.type == "cuda" and torch.cuda.device_count() < world:
         raise RunConfigError(f"trainer.devices={world} but only {torch.cuda.device_count()} GPUs are visible")
-    p, k = int(cfg.sampler.p), int(cfg.sampler.k)
-    if (p * k) % world:
-        raise RunConfigError(f"the global batch sampler.p x sampler.k = {p} x {k} = {p * k} is not divisible by "
-                             f"trainer.devices={world}")
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     port = dist_utils.free_port()
     log.info("spawning %d %s processes (127.0.0.1:%d)", world, backend, port)
@@ -418,5 +566,5 @@ def job_info_from_hydra() -> JobInfo:
                    in_tracked_sweep=tracked_sweep)
 
 
-__all__ = ["JobInfo", "RunConfigError", "build_tracker", "job_info_from_hydra", "launch", "run",
-           "validate_run_config"]
+__all__ = ["RESUME_CHANGED_TAG", "JobInfo", "RunConfigError", "build_tracker", "check_training_data",
+           "job_info_from_hydra", "launch", "run", "stripe_rows_problem", "validate_run_config"]
