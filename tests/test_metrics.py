@@ -271,3 +271,19 @@ def test_inputs_validated_and_half_precision_upcast():
     assert d.dtype == torch.float32
     assert d[0, 1].item() == pytest.approx(math.sqrt(8))
     assert pairwise_distance(h.double(), h.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("parts", [0, 3])
+def test_nearly_collapsed_embeddings_rank_as_in_float64(parts):
+    """A large common offset with tiny differences (an untrained model) ranks exactly as float64 does."""
+    from lstc_gait.evaluation.metrics import pairwise_distance as pd
+
+    rng = np.random.default_rng(3)
+    shape = (40, 16) if not parts else (40, 16, parts)
+    base = 100.0 + rng.normal(size=shape[1:])
+    x32 = (base[None] + 1e-3 * rng.normal(size=shape)).astype(np.float32)
+    q32, g32 = x32[:10], x32[10:]
+    exact = pd(q32.astype(np.float64), g32.astype(np.float64), "euclidean").numpy()  # same inputs, float64
+    got = pd(q32, g32, "euclidean").numpy()
+    np.testing.assert_array_equal(np.argmin(got, axis=1), np.argmin(exact, axis=1))
+    np.testing.assert_allclose(got, exact, rtol=2e-2)

@@ -128,11 +128,36 @@ def prepare(embeddings, metric: str = "euclidean", name: str = "embeddings") -> 
 
 
 def match_pair(query: Prepared, gallery: Prepared) -> tuple[Prepared, Prepared]:
-    """Check that query and gallery fit together; mixed float32/float64 -> both float64."""
+    """Check that query and gallery fit together and lay them out for exact keys.
+
+    Mixed float32/float64 become float64. For Euclidean distances both sides are shifted by the
+    gallery's first entry (per part): distances do not change, but the ``|g|^2 - 2 q.g`` keys no
+    longer cancel a large common offset, which in float32 scrambles the ranking of nearly collapsed
+    embeddings (e.g. an untrained model's). An entry, not the mean, so exactly representable
+    inputs stay exact and exact ties stay ties.
+
+    Args:
+        query: Prepared query embeddings.
+        gallery: Prepared gallery embeddings (same metric, feature and part sizes).
+
+    Returns:
+        The pair, in one dtype, centred for Euclidean metrics.
+
+    Raises:
+        ValueError: Different metrics or embedding shapes.
+    """
     _check_pair(query, gallery)
     if query.dtype != gallery.dtype:
-        return query.to(torch.float64), gallery.to(torch.float64)
-    return query, gallery
+        query, gallery = query.to(torch.float64), gallery.to(torch.float64)
+    if query.metric != "euclidean" or len(gallery) == 0:
+        return query, gallery
+    origin = gallery.data.narrow(-2, 0, 1).clone()  # (1, D) flat, (P, 1, C) part-wise
+    return _shifted(query, origin), _shifted(gallery, origin)
+
+
+def _shifted(prep: Prepared, origin: torch.Tensor) -> Prepared:
+    data = prep.data - origin
+    return Prepared(prep.metric, data, (data * data).sum(-1), prep.parts)
 
 
 def _check_pair(query: Prepared, gallery: Prepared) -> None:
