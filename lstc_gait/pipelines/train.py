@@ -481,6 +481,8 @@ def _train(cfg: DictConfig, resolved: dict, run_dir: Path, dist_info: DistInfo, 
         log.info("done: step %d, %.1fs training, %.1f seq/s; test %s", result.step, result.seconds,
                  result.sequences_per_second,
                  ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items() if k.endswith("/rank1")))
+        # what evaluate / extract / export need next, and where the tables are
+        log.info("run folder: %s (checkpoints/best.pt, checkpoints/last.pt, tables)", run_dir)
     return result
 
 
