@@ -355,6 +355,9 @@ def test_concurrent_builds_only_ever_show_a_complete_library(monkeypatch, tmp_pa
         t.start()
     for t in builders:
         t.join()
+    deadline = time.monotonic() + 5.0  # the watcher reads the published library at least once
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.005)
     done.set()
     watcher.join()
     assert target.read_bytes() == payload
