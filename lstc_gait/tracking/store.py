@@ -94,11 +94,19 @@ def resolve_tracking_uri(uri: str | None = None, output_dir: str | os.PathLike =
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     if uri is None:
         return "sqlite:///" + str((Path(output_dir) / "mlflow.db").absolute())
+    path = _sqlite_file(uri)
+    if path is not None and not os.path.isabs(path):
+        return "sqlite:///" + str(Path(path).absolute())
+    return uri
+
+
+def _sqlite_file(uri: str) -> str | None:
+    # the file part of a sqlite:/// URI as written; None for other stores and in-memory SQLite
     if uri.startswith("sqlite:///"):
         path = uri[len("sqlite:///"):]
-        if path and path != ":memory:" and not os.path.isabs(path):
-            return "sqlite:///" + str(Path(path).absolute())
-    return uri
+        if path and path != ":memory:":
+            return path
+    return None
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -110,11 +118,8 @@ def sqlite_path(uri: str) -> Path | None:
     Returns:
         The file path, or None.
     """
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):]
-        if path and path != ":memory:":
-            return Path(path).expanduser()
-    return None
+    path = _sqlite_file(uri)
+    return Path(path).expanduser() if path is not None else None
 
 
 def default_artifact_location(uri: str) -> str | None:
