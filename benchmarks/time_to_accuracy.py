@@ -28,28 +28,36 @@ SETS = ("NM", "BG", "CL")
 def machine_info() -> dict[str, str]:
     """CPU model, the SIMD flags that matter for training speed, threads, and native bf16.
 
+    "Native bf16" is :func:`lstc_gait.models.fastops.cpu_bf16_supported` (the test that
+    ``trainer.amp_dtype=auto`` uses), not oneDNN's own answer, which is True wherever it can
+    emulate bf16 (every AVX-512 CPU); both are printed.
+
     Returns:
         A dict of printable strings.
     """
     import torch
 
-    model, flags = platform.processor() or platform.machine(), set()
+    from lstc_gait.models.fastops import cpu_bf16_supported
+    from lstc_gait.ops.build import cpu_flags
+
+    model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+            if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+                break
     except OSError:
         pass
+    flags = set(cpu_flags().split())
     wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
     try:
-        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # noqa: BLE001 - older builds
-        bf16 = False
+        onednn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # older builds
+        onednn_bf16 = False
     return {"cpu": model, "flags": " ".join(f for f in wanted if f in flags) or "n/a",
             "cpu_count": str(os.cpu_count()), "torch_threads": str(torch.get_num_threads()),
-            "bf16_native": str(bf16), "torch": torch.__version__,
+            "bf16_native": str(cpu_bf16_supported()), "onednn_bf16": str(onednn_bf16),
+            "torch": torch.__version__,
             "load_avg": " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"}
 
 

@@ -45,10 +45,11 @@ class ModelConfig:
     dynamic_experts: int = 4
     dynamic_gate_hidden: int = 0
     dynamic_temperature: float = 1.0
-    # The pooling group owns these three; the model reads them by interpolation.
+    # The pooling group owns these four; the model reads them by interpolation.
     pooling: str = "${pooling.name}"
     topk: int = "${pooling.topk}"  # type: ignore[assignment]
     temperature: float = "${pooling.temperature}"  # type: ignore[assignment]
+    spatial_pooling: str = "${pooling.spatial}"
     # Head. A stored config WITHOUT these keys (checkpoints written before they existed) rebuilds
     # the legacy single-vector model (engine.checkpoint.LEGACY_MODEL_DEFAULTS: head=single).
     head: str = "parts"  # parts: (N, D, P) part embedding | single: one (N, D) vector (original head)
@@ -63,9 +64,10 @@ class ModelConfig:
 class PoolingConfig:
     """Temporal pooling of the stripe features (LSTP hard/soft, or the mean/max baselines)."""
 
-    name: str = "hard"  # hard (top-k LSTP) | soft (softmax-weighted LSTP) | mean | max
+    name: str = "hard"  # hard (top-k LSTP) | soft (softmax-weighted LSTP) | mean | max | set (GaitSet's)
     topk: int = 2
     temperature: float = 1.0
+    spatial: str = "mean"  # per-frame pooling of a stripe's pixels: mean (original LSTP) | mean_max (GaitSet's strips)
 
 
 @dataclass
@@ -204,7 +206,8 @@ class TrainConfig:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.joint_type": ("lstc", "dynamic"),  # None (the variant's) is allowed
-    "pooling.name": ("hard", "soft", "mean", "max"),
+    "pooling.name": ("hard", "soft", "mean", "max", "set"),
+    "pooling.spatial": ("mean", "mean_max"),
     "loss.distance": ("euclidean", "sqeuclidean", "cosine"),
     "loss.mining": ("batch_all", "batch_hard"),
     "model.head": ("single", "parts"),

@@ -55,6 +55,8 @@ def stripe_reference(x: torch.Tensor, w: torch.Tensor, stripes: int) -> torch.Te
     ((3, 5, 4, 16, 6), (3, 5, 3), 8),    # generic channel loop
     ((2, 3, 6, 9, 5), (1, 3, 5), 1),     # one stripe, flat in time
     ((1, 24, 3, 10, 4), (5, 3, 1), 4),
+    ((1, 24, 2, 8, 21), (3, 5, 3), 2),   # 16 + 8 channel blocks (AVX-512), column blocks and edges
+    ((1, 16, 2, 4, 2), (3, 3, 3), 2),    # kW == 3 on rows narrower than the kernel
 ])
 def test_stripe_depthwise_matches_per_stripe_convolution(shape, kernel, stripes):
     gen = torch.Generator().manual_seed(0)
@@ -85,10 +87,11 @@ def test_nothing_crosses_a_stripe_in_the_kernel():
 
 
 @needs_kernels
-@pytest.mark.parametrize("channels,kernel", [(16, (3, 3, 3)), (5, (3, 5, 3)), (8, (1, 3, 5))])
-def test_stem_conv_matches_library(channels, kernel):
+@pytest.mark.parametrize("channels,kernel,width", [(16, (3, 3, 3), 7), (5, (3, 5, 3), 7), (8, (1, 3, 5), 7),
+                                                   (24, (3, 3, 3), 21), (8, (3, 3, 3), 2)])
+def test_stem_conv_matches_library(channels, kernel, width):
     gen = torch.Generator().manual_seed(1)
-    x = torch.rand(2, 1, 5, 9, 7, generator=gen, dtype=torch.float64)
+    x = torch.rand(2, 1, 5, 9, width, generator=gen, dtype=torch.float64)
     w = torch.randn(channels, 1, *kernel, generator=gen, dtype=torch.float64)
     b = torch.randn(channels, generator=gen, dtype=torch.float64)
     pad = tuple(k // 2 for k in kernel)
@@ -159,13 +162,14 @@ def test_max_pool_matches_library_with_ties_and_nan(shape):
 
 
 @needs_kernels
-def test_block_tail_equals_concat_and_convs():
+@pytest.mark.parametrize("cout", [16, 29])  # 29: 16-, 8-channel blocks and leftover channels
+def test_block_tail_equals_concat_and_convs(cout):
     gen = torch.Generator().manual_seed(4)
     t = torch.rand(2, 8, 3, 4, 5, generator=gen).contiguous(memory_format=CL)
     s = torch.rand(2, 8, 3, 4, 5, generator=gen).contiguous(memory_format=CL)
     d = torch.randn(2, 16, 3, 4, 5, generator=gen).contiguous(memory_format=CL)
     wj, bj = torch.randn(10, 16, 1, 1, 1, generator=gen), torch.randn(10, generator=gen)
-    wf, bf = torch.randn(16, 26, 1, 1, 1, generator=gen), torch.randn(16, generator=gen)
+    wf, bf = torch.randn(cout, 26, 1, 1, 1, generator=gen), torch.randn(cout, generator=gen)
     z = F.relu(F.conv3d(d.double(), wj.double(), bj.double()))
     ref = F.relu(F.conv3d(torch.cat([t.double(), s.double(), z], 1), wf.double(), bf.double()))
     out = ops.block_tail([t, s], d, wj, bj, wf, bf)

@@ -51,7 +51,7 @@ def test_hand_computed_values():
     assert torch.allclose(soft[0, :, 0], want)
 
 
-@pytest.mark.parametrize("mode", ["hard", "soft", "mean", "max"])
+@pytest.mark.parametrize("mode", ["hard", "soft", "mean", "max", "set"])
 def test_padded_batch_equals_each_alone(mode):
     g = torch.Generator().manual_seed(0)
     lengths = torch.tensor([7, 4, 1, 2])
@@ -67,7 +67,7 @@ def test_padded_batch_equals_each_alone(mode):
 
 def test_full_lengths_equal_no_lengths():
     x = torch.randn(3, 4, 6, 8, 2)
-    for mode in ("hard", "soft", "mean", "max"):
+    for mode in ("hard", "soft", "mean", "max", "set"):
         pool = LSTP(4, mode, topk=2)
         assert torch.allclose(pool(x, torch.tensor([6, 6, 6]))[0], pool(x)[0], atol=1e-6)
 
@@ -106,3 +106,48 @@ def test_channels_last_input_gives_the_same_stripe_features(height, stripes):
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
     for s, (a, b) in enumerate(stripe_bounds(height, stripes)):
         torch.testing.assert_close(got[..., s], x[:, :, :, a:b].mean(dim=(3, 4)), atol=1e-6, rtol=1e-6)
+
+
+def test_mean_max_spatial_pooling_hand_computed():
+    # _toy, stripe 1 (rows 1-2, 2 columns), channel 0: per frame 2 of 4 pixels are 6 / 0 / 2
+    # -> mean (3, 0, 1), max (6, 0, 2), mean + max (9, 0, 3); stripe 0 is one row of equal
+    # columns, so mean + max = 2 x mean there.
+    x = _toy()
+    pool = LSTP(2, "max", spatial="mean_max")
+    f = pool.stripe_features(x)  # (N, C, T, S)
+    torch.testing.assert_close(f[0, 0, :, 1], torch.tensor([9.0, 0.0, 3.0]))
+    torch.testing.assert_close(f[0, :, :, 0], 2 * LSTP(2, "max").stripe_features(x)[0, :, :, 0])
+    _, parts = pool(x)
+    torch.testing.assert_close(parts[0, :, 1], torch.tensor([9.0, 0.0]))
+    with pytest.raises(ValueError, match="spatial pooling must be one of"):
+        LSTP(2, "hard", spatial="median")
+
+
+@pytest.mark.parametrize("height,stripes", [(16, 8), (13, 4)])
+def test_mean_max_is_the_same_on_both_memory_paths(height, stripes):
+    x = torch.randn(2, 5, 3, height, 7, generator=torch.Generator().manual_seed(2))
+    pool = LSTP(stripes, "hard", spatial="mean_max")
+    got = pool.stripe_features(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(got, pool.stripe_features(x), atol=1e-6, rtol=1e-6)
+    for s, (a, b) in enumerate(stripe_bounds(height, stripes)):
+        region = x[:, :, :, a:b]
+        torch.testing.assert_close(got[..., s], region.mean(dim=(3, 4)) + region.amax(dim=(3, 4)),
+                                   atol=1e-6, rtol=1e-6)
+
+
+def test_set_pooling_takes_the_pixel_max_over_frames_before_the_stripe():
+    # _toy, stripe 1 channel 0: the lit pixels are the same two in every frame (values 6, 0, 2), so the
+    # per-pixel max over frames is 6 there and 0 elsewhere: mean 3, mean + max 9. Per-frame pooling
+    # then max over frames ("max") gives the same here; a pixel lit in different frames tells them apart.
+    x = _toy()
+    _, parts = LSTP(2, "set")(x)
+    torch.testing.assert_close(parts[0, :, 1], torch.tensor([3.0, 0.0]))
+    _, parts = LSTP(2, "set", spatial="mean_max")(x)
+    torch.testing.assert_close(parts[0, :, 1], torch.tensor([9.0, 0.0]))
+    y = torch.zeros(1, 1, 2, 1, 2)
+    y[0, 0, 0, 0, 0] = 1.0  # frame 0 lights column 0, frame 1 column 1
+    y[0, 0, 1, 0, 1] = 1.0
+    assert LSTP(1, "set")(y)[1].item() == 1.0  # envelope: both columns lit
+    assert LSTP(1, "max")(y)[1].item() == 0.5  # each frame alone: half the stripe
+    with pytest.raises(ValueError, match="forward"):
+        LSTP(2, "set").pool_time(torch.zeros(1, 2, 3, 2))

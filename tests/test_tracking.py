@@ -240,3 +240,19 @@ def test_failed_run_says_why(debug_cfg, tmp_path):
     assert "Traceback" in text and "boom" in text
     logged = log_file.read_text()
     assert "Traceback" in logged and "disk on fire" in logged
+
+
+def test_tables_logged_at_two_evaluations_keep_their_steps(tmp_path):
+    import json
+
+    from lstc_gait.tracking.mlflow import MLflowTracker
+
+    tracker = MLflowTracker(uri=f"sqlite:///{tmp_path / 'm.db'}", run_name="r")
+    for step, value in ((100, 50.0), (200, 75.0)):
+        table = pd.DataFrame({"000": [value], "mean": [value]}, index=pd.Index(["NM"], name="set"))
+        tracker.log_table(table, "rank1", step=step)
+    tracker.end()
+    local = tracker.client.download_artifacts(tracker.run_id, "tables/rank1.json", str(tmp_path))
+    data = json.loads(Path(local).read_text())
+    rows = [dict(zip(data["columns"], row, strict=True)) for row in data["data"]]
+    assert [(r["step"], r["set"], r["mean"]) for r in rows] == [(100, "NM", 50.0), (200, "NM", 75.0)]

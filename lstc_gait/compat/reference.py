@@ -46,12 +46,13 @@ def reference_args_to_kwargs(args: Mapping[str, Any]) -> dict[str, Any]:
 
     Flags missing from ``args`` take the original project's defaults; unrelated flags (lr, seed...)
     are ignored. The original architecture is fixed otherwise: kernels (3,7,3)/(3,5,3)/(3,3,3),
-    half-split branch width with a minimum of 8, one input channel.
+    half-split branch width with a minimum of 8, one input channel, stripes pooled by their mean.
     """
     if not isinstance(args, Mapping):
         raise CheckpointFormatError(f"checkpoint 'args' must be a dict, got {type(args).__name__}")
     kw: dict[str, Any] = {"in_channels": 1, "kernels": DEFAULT_KERNELS, "branch_width": "half_split",
-                          "min_branch_width": 8, "dynamic_temperature": 1.0}
+                          "min_branch_width": 8, "dynamic_temperature": 1.0,
+                          "spatial_pooling": "mean"}
     for flag, (name, default) in _ARG_MAP.items():
         value = args.get(flag, default)
         kw[name] = default if value is None else value

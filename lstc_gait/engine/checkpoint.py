@@ -39,6 +39,8 @@ LEGACY_MODEL_DEFAULTS: dict[str, Any] = {
     "kernels": ((3, 7, 3), (3, 5, 3), (3, 3, 3)), "use_temporal": True, "use_spatial": True,
     "use_joint": True, "branch_width": "half_split", "min_branch_width": 8, "dynamic_experts": 4,
     "dynamic_gate_hidden": 0, "dynamic_temperature": 1.0, "pooling": "hard", "topk": 2, "temperature": 1.0,
+    # LSTP pooled a stripe's pixels by their mean before the mean + max option existed
+    "spatial_pooling": "mean",
     # part heads came later: a stored config without them is the original single-vector head
     "head": "single", "bnneck": True,
     # and so did the model-input resize: a stored config without it fed the frames as they are

@@ -421,7 +421,7 @@ class Evaluator:
         if self.tracker is not None:
             for name, table in tables.items():
                 if name in files:
-                    self.tracker.log_table(table, str(name).replace("/", "_"), files=tuple(files[name]))
+                    self.tracker.log_table(table, str(name).replace("/", "_"), files=tuple(files[name]), step=step)
                     if not str(name).startswith("crossview"):
                         # MLflow's compare view shows only files at the artifact root, side by side
                         # when every run has them: the per-view tables' Markdown goes there too.

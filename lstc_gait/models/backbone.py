@@ -100,6 +100,8 @@ class LSTCBackbone(nn.Module):
         pooling: LSTP's temporal pooling, one of ``POOLING_MODES`` (``hard`` top-k, ``soft``, ...).
         topk: frames the hard LSTP averages per stripe.
         temperature: softmax temperature of the soft LSTP.
+        spatial_pooling: how LSTP pools a stripe's pixels per frame: ``mean`` (the original) or
+            ``mean_max`` (mean + max, GaitSet's strip pooling).
         flat_embedding: build the ``Linear + BatchNorm1d`` flat head (False for a parts head,
             which then reads ``parts`` and the output has no ``embedding``).
 
@@ -121,7 +123,8 @@ class LSTCBackbone(nn.Module):
                  dynamic_gate_hidden: int = model_default("dynamic_gate_hidden"),
                  dynamic_temperature: float = model_default("dynamic_temperature"),
                  pooling: str = model_default("pooling"), topk: int = model_default("topk"),
-                 temperature: float = model_default("temperature"), flat_embedding: bool = True) -> None:
+                 temperature: float = model_default("temperature"),
+                 spatial_pooling: str = model_default("spatial_pooling"), flat_embedding: bool = True) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("base_channels", base_channels),
                             ("num_stripes", num_stripes), ("embedding_dim", embedding_dim)):
@@ -138,7 +141,7 @@ class LSTCBackbone(nn.Module):
             "branch_width": branch_width, "min_branch_width": int(min_branch_width),
             "dynamic_experts": int(dynamic_experts), "dynamic_gate_hidden": int(dynamic_gate_hidden),
             "dynamic_temperature": float(dynamic_temperature), "pooling": pooling, "topk": int(topk),
-            "temperature": float(temperature),
+            "temperature": float(temperature), "spatial_pooling": spatial_pooling,
         }
         c1, c2, c3 = base_channels, 2 * base_channels, 4 * base_channels
         self.in_channels, self.num_stripes, self.embedding_dim = int(in_channels), int(num_stripes), int(embedding_dim)
@@ -154,7 +157,7 @@ class LSTCBackbone(nn.Module):
         self.pool2 = SpatialMaxPool2()
         self.block3 = AsymmetricBlock(c2, c3, kernels[2], **block_kw)
         self.head = conv_bn_relu(c3, c3, 1)
-        self.lstp = LSTP(num_stripes, pooling, topk, temperature)
+        self.lstp = LSTP(num_stripes, pooling, topk, temperature, spatial_pooling)
         # The single-vector head (the original model's); a parts head (models.heads.PartHead) reads
         # the stripe features instead and the backbone then has no flat embedding.
         self.flat_embedding = bool(flat_embedding)

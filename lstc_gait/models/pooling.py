@@ -1,11 +1,16 @@
 """LSTP: local spatio-temporal pooling over height stripes, plus mean / max temporal baselines.
 
-For each of ``S`` height stripes, ``f_s(t)`` is the mean over the stripe's rows and all columns,
-giving ``(N, C, T)``. Frames are scored by ``score(t) = sqrt(max(sum_c f_s(t)^2, 1e-6))``.
+For each of ``S`` height stripes, ``f_s(t)`` is the mean over the stripe's rows and all columns
+(``spatial="mean"``, the original LSTP), or that mean plus the maximum over the same pixels
+(``spatial="mean_max"``, the strip pooling of GaitSet's horizontal pyramid, Chao et al. 2019, and
+GaitPart), giving ``(N, C, T)``. Frames are scored by ``score(t) = sqrt(max(sum_c f_s(t)^2, 1e-6))``.
 
 - ``hard``: mean of ``f_s`` at the ``min(k, L)`` top-scoring valid frames;
 - ``soft``: ``sum_t softmax(score / max(1e-6, temperature)) f_s(t)`` over valid frames;
-- ``mean`` / ``max``: plain temporal mean / max over valid frames (ablation baselines).
+- ``mean`` / ``max``: plain temporal mean / max over valid frames (ablation baselines);
+- ``set``: the maximum over valid frames of every *pixel* first, then the stripe's spatial pooling
+  (GaitSet's set pooling followed by its strip pooling, Chao et al., AAAI 2019): the stripe keeps
+  the envelope of the whole gait cycle rather than its best frames.
 
 ``lengths`` (N,) gives each sequence's valid frame count; frames at ``t >= L`` (zero padding at
 the end of time) are never selected or averaged. Output: stripe-major ``(N, C*S)`` =
@@ -20,9 +25,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .stripes import check_stripes, stripe_average_matrix
+from .stripes import check_stripes, stripe_average_matrix, stripe_max
 
-POOLING_MODES = ("hard", "soft", "mean", "max")
+POOLING_MODES = ("hard", "soft", "mean", "max", "set")
+SPATIAL_MODES = ("mean", "mean_max")
 
 
 def frame_mask(lengths: Tensor, num_frames: int) -> Tensor:
@@ -46,16 +52,23 @@ class LSTP(nn.Module):
 
     Args:
         num_stripes: Height stripes ``S >= 1``; inputs need ``H >= S``.
-        mode: ``"hard"`` (top-k frames), ``"soft"`` (softmax-weighted), ``"mean"`` or ``"max"``.
+        mode: ``"hard"`` (top-k frames), ``"soft"`` (softmax-weighted), ``"mean"``, ``"max"``, or
+            ``"set"`` (per-pixel max over frames, then the stripe pooling).
         topk: ``k >= 1`` frames per stripe for ``hard``.
         temperature: Softmax temperature of ``soft`` (floored at 1e-6).
+        spatial: How a stripe is pooled over its pixels in each frame: ``"mean"`` (the original
+            LSTP) or ``"mean_max"`` (mean + max, as GaitSet's strips).
 
     Raises:
-        ValueError: When ``mode`` is unknown, ``num_stripes < 1``, or ``topk < 1`` with ``hard``.
+        ValueError: When ``mode`` or ``spatial`` is unknown, ``num_stripes < 1``, or ``topk < 1`` with ``hard``.
     """
 
-    def __init__(self, num_stripes: int = 8, mode: str = "hard", topk: int = 2, temperature: float = 1.0) -> None:
+    def __init__(self, num_stripes: int = 8, mode: str = "hard", topk: int = 2, temperature: float = 1.0,
+                 spatial: str = "mean") -> None:
         super().__init__()
+        if spatial not in SPATIAL_MODES:
+            raise ValueError(f"spatial pooling must be one of {SPATIAL_MODES}, got {spatial!r}")
+        self.spatial = spatial
         if mode not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {mode!r}")
         if num_stripes < 1:
@@ -66,7 +79,7 @@ class LSTP(nn.Module):
         self.temperature = float(temperature)
 
     def stripe_features(self, x: Tensor) -> Tensor:
-        """Per-frame mean over each stripe's rows and all columns.
+        """Per-frame pooling over each stripe's rows and all columns (mean, or mean + max).
 
         Args:
             x: ``(N, C, T, H, W)`` float activations, ``H >= S``.
@@ -85,10 +98,14 @@ class LSTP(nn.Module):
             # Equal stripes in channels_last_3d: a reduction over contiguous rows with channels
             # innermost (the generic path reduces W at stride C, several times slower).
             s = self.num_stripes
-            f = x.permute(0, 2, 3, 4, 1).reshape(n, t, s, (h // s) * w, c).mean(dim=3)  # (N, T, S, C)
+            z = x.permute(0, 2, 3, 4, 1).reshape(n, t, s, (h // s) * w, c)
+            f = z.mean(dim=3) if self.spatial == "mean" else z.mean(dim=3) + z.amax(dim=3)  # (N, T, S, C)
             return f.permute(0, 3, 1, 2)
         rows = x.mean(dim=4)  # (N, C, T, H)
-        return rows @ stripe_average_matrix(h, self.num_stripes, rows.device, rows.dtype)
+        f = rows @ stripe_average_matrix(h, self.num_stripes, rows.device, rows.dtype)
+        if self.spatial == "mean":
+            return f
+        return f + stripe_max(x.amax(dim=4), self.num_stripes)
 
     def pool_time(self, f: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Pool stripe features over time with the module's mode.
@@ -100,7 +117,13 @@ class LSTP(nn.Module):
 
         Returns:
             ``(N, C, S)``, ``f``'s dtype (frame scores of ``hard`` / ``soft`` computed in float32).
+
+        Raises:
+            ValueError: In ``set`` mode, which pools time before space (use :meth:`forward`).
         """
+        if self.mode == "set":
+            raise ValueError("set pooling takes the max over frames per pixel, before the stripe pooling: "
+                             "call the module (forward), not pool_time")
         n, _, t, _ = f.shape
         valid = None if lengths is None else frame_mask(lengths, t).view(n, 1, t, 1)
         if self.mode == "mean":
@@ -138,7 +161,13 @@ class LSTP(nn.Module):
         Raises:
             ValueError: When ``x`` is not 5-D or ``H < S``.
         """
-        parts = self.pool_time(self.stripe_features(x), lengths)  # (N, C, S)
+        if self.mode == "set":
+            if lengths is not None:
+                pad = ~frame_mask(lengths, x.shape[2])
+                x = x.masked_fill(pad.view(x.shape[0], 1, x.shape[2], 1, 1), float("-inf"))
+            parts = self.stripe_features(x.amax(dim=2, keepdim=True))[:, :, 0]  # (N, C, S)
+        else:
+            parts = self.pool_time(self.stripe_features(x), lengths)  # (N, C, S)
         flat = parts.transpose(1, 2).reshape(parts.shape[0], -1)  # stripe-major
         return flat, parts
 
@@ -148,4 +177,5 @@ class LSTP(nn.Module):
         Returns:
             ``"num_stripes=S, mode=..., topk=k, temperature=..."``.
         """
-        return f"num_stripes={self.num_stripes}, mode={self.mode}, topk={self.topk}, temperature={self.temperature}"
+        return (f"num_stripes={self.num_stripes}, mode={self.mode}, topk={self.topk}, "
+                f"temperature={self.temperature}, spatial={self.spatial}")

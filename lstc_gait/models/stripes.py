@@ -86,3 +86,20 @@ def stripe_average_matrix(height: int, num_stripes: int, device: torch.device, d
             avg[a:b, s] = 1.0 / (b - a)
         return avg
     return _stripe_average_cpu(height, num_stripes).to(device=device, dtype=dtype)
+
+
+def stripe_max(rows: Tensor, num_stripes: int) -> Tensor:
+    """Maximum over each stripe's rows (the unequal-stripe path of LSTP's ``mean_max`` pooling).
+
+    Args:
+        rows: ``(..., H)`` float, one value per row (e.g. already maximised over the columns).
+        num_stripes: ``S``.
+
+    Returns:
+        ``(..., S)``, ``rows``' dtype: the maximum over the rows of each stripe (:func:`stripe_bounds`).
+
+    Raises:
+        ValueError: When ``S < 1`` or ``H < S``.
+    """
+    bounds = _bounds(rows.shape[-1], num_stripes)  # not the cached one: a constant under torch.compile
+    return torch.stack([rows[..., a:b].amax(dim=-1) for a, b in bounds], dim=-1)

@@ -52,7 +52,7 @@ class NullTracker:
         pass
 
     def log_table(self, df: Any, name: str, files: tuple[Path, ...] | None = None, header: str | None = None,
-                  artifact_path: str = "tables") -> None:
+                  artifact_path: str = "tables", step: int | None = None) -> None:
         """Ignore a table.
 
         Args:
@@ -61,6 +61,7 @@ class NullTracker:
             files: Ignored.
             header: Ignored.
             artifact_path: Ignored.
+            step: Ignored.
         """
         pass
 

@@ -231,8 +231,12 @@ class MLflowTracker:
         _retry(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def log_table(self, df: Any, name: str, files: tuple[Path, ...] | None = None, header: str | None = None,
-                  artifact_path: str = "tables") -> None:
+                  artifact_path: str = "tables", step: int | None = None) -> None:
         """Log a table as CSV + Markdown artifacts and as an MLflow table (``<artifact_path>/<name>.json``).
+
+        MLflow appends the rows of a table logged again under the same name (each evaluation of a
+        run), so with ``step`` the MLflow table gets a leading ``step`` column that tells the
+        evaluations apart; the CSV and Markdown files are replaced by the latest.
 
         Args:
             df: The table (pandas DataFrame).
@@ -240,6 +244,7 @@ class MLflowTracker:
             files: Already written files to upload (None: written here to a temporary folder).
             header: Text above the Markdown table when written here.
             artifact_path: Artifact folder.
+            step: The training step of the evaluation, or None (no ``step`` column).
         """
         if files is None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -255,6 +260,8 @@ class MLflowTracker:
                 self.log_artifact(f, artifact_path)
         flat = df.reset_index()
         flat.columns = [str(c) for c in flat.columns]
+        if step is not None:
+            flat.insert(0, "step", int(step))
         _retry(self.client.log_table, self.run_id, data=flat, artifact_file=f"{artifact_path}/{name}.json")
 
     def record_error(self, error: BaseException) -> None:
