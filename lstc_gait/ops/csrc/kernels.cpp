@@ -107,59 +107,9 @@ static void weight_grad_any_c(const float *__restrict__ x, const float *__restri
 }
 
 #define WB 4  /* output columns per register block (any kW) */
+#define WB3 8 /* output columns per register block when kW == 3 */
 
-/* The widest float vector the kernels block channels by: 16 lanes where AVX-512 gives 32 registers
- * (so 8 column accumulators, 10 inputs and 3 weights fit), else 8. */
-/* VL floats, any alignment. A template parameter would drop a typedef's aligned(4) (GCC ignores
- * attributes on template arguments), so templates take the lane count and name the type here. */
-template <int VL> struct fvec { typedef float type __attribute__((vector_size(4 * VL), aligned(4))); };
-#if defined(__AVX512F__)
-#define WIDE_VL 16
-#else
-#define WIDE_VL 8
-#endif
-#define COL_BLOCK 8
-
-/* Depthwise forward, kW == 3, one block of VL channels of one output row (stripe-limited rows
- * b0..b1): blocks of COL_BLOCK columns load the COL_BLOCK + 2 input vectors of a kernel row once
- * for its 3 taps; the two edge columns take the per-column loop. */
-template <int VL>
-static void forward_row_k3(const float *__restrict__ x, const float *__restrict__ k, float *__restrict__ out_row,
-                           i64 n, i64 t, i64 r, i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 a0, i64 a1,
-                           i64 b0, i64 b1, i64 cb) {
-    typedef typename fvec<VL>::type V;
-    const i64 pt = kT / 2, ph = kH / 2;
-    auto column = [&](i64 w) {
-        V acc = {};
-        const i64 d0 = max64(0, 1 - w), d1 = min64(3, W - w + 1);
-        for (i64 a = a0; a < a1; ++a)
-            for (i64 b = b0; b < b1; ++b) {
-                const float *x_row = x + (((n * T + t + a - pt) * H + r + b - ph) * W) * C + cb;
-                const float *k_row = k + ((a * kH + b) * 3) * C + cb;
-                for (i64 d = d0; d < d1; ++d) acc += *(const V *)(x_row + (w + d - 1) * C) * *(const V *)(k_row + d * C);
-            }
-        *(V *)(out_row + w * C + cb) = acc;
-    };
-    column(0);
-    i64 w = 1;
-    for (; w + COL_BLOCK + 1 <= W; w += COL_BLOCK) {
-        V acc[COL_BLOCK] = {};
-        for (i64 a = a0; a < a1; ++a)
-            for (i64 b = b0; b < b1; ++b) {
-                const float *xp = x + (((n * T + t + a - pt) * H + r + b - ph) * W + w - 1) * C + cb;
-                const float *kr = k + ((a * kH + b) * 3) * C + cb;
-                const V k0 = *(const V *)kr, k1 = *(const V *)(kr + C), k2 = *(const V *)(kr + 2 * C);
-                V xv[COL_BLOCK + 2];
-                for (int j = 0; j < COL_BLOCK + 2; ++j) xv[j] = *(const V *)(xp + j * C);
-                for (int j = 0; j < COL_BLOCK; ++j) acc[j] += xv[j] * k0 + xv[j + 1] * k1 + xv[j + 2] * k2;
-            }
-        for (int j = 0; j < COL_BLOCK; ++j) *(V *)(out_row + (w + j) * C + cb) = acc[j];
-    }
-    for (; w < W; ++w) column(w);
-}
-
-/* Forward for C % 8 == 0: kW == 3 rows go to forward_row_k3; other kernels per (frame, row,
- * 8-channel block, 4 columns), 4 accumulators. */
+/* Forward for C % 8 == 0: per (frame, row, 8-channel block, 4 columns), 4 accumulators. */
 static void forward_c8(const float *__restrict__ x, const float *__restrict__ k, float *__restrict__ y,
                        i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 kW, i64 S, i64 h,
                        i64 begin, i64 end) {
@@ -172,18 +122,26 @@ static void forward_c8(const float *__restrict__ x, const float *__restrict__ k,
             stripe_rows(r, H, S, h, &lo, &hi);
             const i64 b0 = max64(0, lo - r + ph), b1 = min64(kH, hi - r + ph);
             float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
-            if (kW == 3 && W >= 3) {
-                i64 cb = 0;
-                for (; cb + WIDE_VL <= C; cb += WIDE_VL)
-                    forward_row_k3<WIDE_VL>(x, k, out_row, n, t, r, T, H, W, C, kT, kH, a0, a1, b0, b1, cb);
-                for (; cb < C; cb += 8)
-                    forward_row_k3<8>(x, k, out_row, n, t, r, T, H, W, C, kT, kH, a0, a1, b0, b1, cb);
-                continue;
-            }
             for (i64 cb = 0; cb < C; cb += 8) {
                 i64 w = 0;
                 for (; w < W; ) {
-                    if (w >= pw && w + WB - 1 + pw < W) { /* taps inside [0, W): no checks */
+                    /* kW == 3 (every kernel of the default model): 8 columns per block, the 10
+                     * input vectors of a kernel row loaded once for its 3 taps */
+                    if (kW == 3 && w >= 1 && w + WB3 < W) {
+                        v8 acc[WB3] = {};
+                        for (i64 a = a0; a < a1; ++a) {
+                            for (i64 b = b0; b < b1; ++b) {
+                                const float *xp = x + (((n * T + t + a - pt) * H + r + b - ph) * W + w - 1) * C + cb;
+                                const float *k_row = k + ((a * kH + b) * 3) * C + cb;
+                                const v8 k0 = LOAD8(k_row), k1 = LOAD8(k_row + C), k2 = LOAD8(k_row + 2 * C);
+                                v8 xv[WB3 + 2];
+                                for (int j = 0; j < WB3 + 2; ++j) xv[j] = LOAD8(xp + j * C);
+                                for (int j = 0; j < WB3; ++j) acc[j] += xv[j] * k0 + xv[j + 1] * k1 + xv[j + 2] * k2;
+                            }
+                        }
+                        for (int j = 0; j < WB3; ++j) STORE8(out_row + (w + j) * C + cb, acc[j]);
+                        w += WB3;
+                    } else if (w >= pw && w + WB - 1 + pw < W) { /* taps inside [0, W): no checks */
                         v8 acc[WB] = {};
                         for (i64 a = a0; a < a1; ++a) {
                             for (i64 b = b0; b < b1; ++b) {
@@ -303,54 +261,6 @@ static void stem_forward_c8(const float *__restrict__ x, const float *__restrict
     }
 }
 
-/* The stem's common case, kW == 3 and C % 8 == 0: VL channels per vector (16 where AVX-512 gives
- * 32 registers, else 8), WBK output columns per register block, so each (a, b) tap row loads its
- * WBK + 2 input values and 3 weight vectors once for 3 * WBK FMAs; bias and ReLU are applied on the
- * store (the accumulators start at the bias). Edge columns take the per-column loop. */
-
-template <int VL>
-static void stem_row_k3(const float *__restrict__ x, const float *__restrict__ k, const float *__restrict__ bias,
-                        i64 relu, float *__restrict__ out_row, i64 n, i64 t, i64 r, i64 T, i64 H, i64 W, i64 C,
-                        i64 kT, i64 kH, i64 cb) {
-    typedef typename fvec<VL>::type V;
-    const i64 pt = kT / 2, ph = kH / 2;
-    const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
-    const i64 b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
-    V bv = {};
-    if (bias) bv = *(const V *)(bias + cb);
-    auto column = [&](i64 w) {
-        V acc = bv;
-        const i64 d0 = max64(0, 1 - w), d1 = min64(3, W - w + 1);
-        for (i64 a = a0; a < a1; ++a)
-            for (i64 b = b0; b < b1; ++b) {
-                const float *x_row = x + ((n * T + t + a - pt) * H + r + b - ph) * W;
-                const float *k_row = k + ((a * kH + b) * 3) * C + cb;
-                for (i64 d = d0; d < d1; ++d) acc += x_row[w + d - 1] * *(const V *)(k_row + d * C);
-            }
-        if (relu) acc = acc > 0.0f ? acc : (V){};
-        *(V *)(out_row + w * C + cb) = acc;
-    };
-    column(0);
-    i64 w = 1;
-    for (; w + COL_BLOCK + 1 <= W; w += COL_BLOCK) {
-        V acc[COL_BLOCK];
-        for (int j = 0; j < COL_BLOCK; ++j) acc[j] = bv;
-        for (i64 a = a0; a < a1; ++a)
-            for (i64 b = b0; b < b1; ++b) {
-                const float *xr = x + ((n * T + t + a - pt) * H + r + b - ph) * W + w - 1;
-                const float *kr = k + ((a * kH + b) * 3) * C + cb;
-                const V k0 = *(const V *)kr, k1 = *(const V *)(kr + C), k2 = *(const V *)(kr + 2 * C);
-                for (int j = 0; j < COL_BLOCK; ++j) acc[j] += xr[j] * k0 + xr[j + 1] * k1 + xr[j + 2] * k2;
-            }
-        for (int j = 0; j < COL_BLOCK; ++j) {
-            V v = acc[j];
-            if (relu) v = v > 0.0f ? v : (V){};
-            *(V *)(out_row + (w + j) * C + cb) = v;
-        }
-    }
-    for (; w < W; ++w) column(w);
-}
-
 static void stem_forward_range(const float *__restrict__ x, const float *__restrict__ k, const float *__restrict__ bias,
                                i64 relu, float *__restrict__ y, i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH,
                                i64 kW, i64 begin, i64 end) {
@@ -361,14 +271,6 @@ static void stem_forward_range(const float *__restrict__ x, const float *__restr
         for (i64 r = 0; r < H; ++r) {
             const i64 b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
             float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
-            if (kW == 3 && W >= 3 && C % 8 == 0) {  /* bias and ReLU fused: done with this row */
-                i64 cb = 0;
-                for (; cb + WIDE_VL <= C; cb += WIDE_VL)
-                    stem_row_k3<WIDE_VL>(x, k, bias, relu, out_row, n, t, r, T, H, W, C, kT, kH, cb);
-                for (; cb < C; cb += 8)
-                    stem_row_k3<8>(x, k, bias, relu, out_row, n, t, r, T, H, W, C, kT, kH, cb);
-                continue;
-            }
             if (C % 8 == 0) {
                 stem_forward_c8(x, k, y, T, H, W, C, kT, kH, kW, nt, r);
             } else {
@@ -903,29 +805,25 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> batch_norm_relu_conc
 
 #define PB 8 /* positions per block: 8 independent accumulator chains cover the FMA latency */
 
-/* Output channels [ob, ob + VL) of small_gemm, ReLU applied in registers. */
-template <int VL>
-static void small_gemm_block(const float *__restrict__ v, i64 K, const float *__restrict__ wt,
-                             const float *__restrict__ bias, i64 N, float *__restrict__ out, i64 ldo, i64 rows,
-                             i64 ob) {
-    typedef typename fvec<VL>::type V;
-    const V b0 = *(const V *)(bias + ob);
-    V acc[PB];
-    for (int j = 0; j < PB; ++j) acc[j] = b0;
-    for (i64 k = 0; k < K; ++k) {
-        const V w = *(const V *)(wt + k * N + ob);
-        for (int j = 0; j < PB; ++j) acc[j] += v[j * K + k] * w;
-    }
-    for (i64 j = 0; j < rows; ++j) *(V *)(out + j * ldo + ob) = acc[j] > 0.0f ? acc[j] : (V){};
-}
-
 /* out[j, :] = act(bias + sum_k v[j, k] * wt[k, :]) for j < PB; v rows have stride K (PB rows,
  * unused ones zero), out rows stride ldo, only the first `rows` rows are stored. */
 static void small_gemm(const float *__restrict__ v, i64 K, const float *__restrict__ wt,
                        const float *__restrict__ bias, i64 N, float *__restrict__ out, i64 ldo, i64 rows) {
     i64 ob = 0;
-    for (; ob + WIDE_VL <= N; ob += WIDE_VL) small_gemm_block<WIDE_VL>(v, K, wt, bias, N, out, ldo, rows, ob);
-    for (; ob + 8 <= N; ob += 8) small_gemm_block<8>(v, K, wt, bias, N, out, ldo, rows, ob);
+    for (; ob + 8 <= N; ob += 8) {
+        const v8 b0 = LOAD8(bias + ob);
+        v8 acc[PB];
+        for (int j = 0; j < PB; ++j) acc[j] = b0;
+        for (i64 k = 0; k < K; ++k) {
+            const v8 w = LOAD8(wt + k * N + ob);
+            for (int j = 0; j < PB; ++j) acc[j] += v[j * K + k] * w;
+        }
+        for (i64 j = 0; j < rows; ++j) {
+            float *o = out + j * ldo + ob;
+            STORE8(o, acc[j]);
+            for (int q = 0; q < 8; ++q) o[q] = o[q] > 0.0f ? o[q] : 0.0f;
+        }
+    }
     for (; ob < N; ++ob) { /* leftover output channels (N not a multiple of 8) */
         for (i64 j = 0; j < rows; ++j) {
             float s = bias[ob];
