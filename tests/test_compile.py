@@ -1,8 +1,8 @@
 """``torch.compile(model, fullgraph=True)`` for every model setting, in eval and in training, with the
 C++ kernels and on the PyTorch formulation.
 
-Each value of each setting (joint lstc/dynamic, pooling hard/soft/mean/max, each branch on and
-off, kernels on/off) is covered at least once, not the full product. ``backend="aot_eager"``
+Each value of each setting (joint lstc/dynamic, pooling hard/soft/mean/max/set, stripes pooled by
+mean or mean + max, each branch on and off, kernels on/off) is covered at least once, not the full product. ``backend="aot_eager"``
 traces the whole graph (Dynamo + AOTAutograd, the part that breaks on graph breaks) without
 inductor's minutes of C++ compilation. Also: a checkpoint of a compiled model has plain keys.
 """
@@ -25,6 +25,7 @@ CASES = [
     ("lstc", "mean", {"use_temporal": False, "use_joint": False}, True),
     ("dynamic", "max", {"use_temporal": False, "use_spatial": False}, False),
     ("lstc", "soft", {"use_joint": False}, False),
+    ("lstc", "set", {"spatial_pooling": "mean_max"}, True),  # GaitSet's set pooling, mean + max stripes
 ]
 
 
