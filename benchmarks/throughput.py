@@ -238,14 +238,9 @@ def embed(model: nn.Module, x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from lstc_gait.ops.build import cpu_model
+
+    cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"machine: {cpu} | os.cpu_count()={os.cpu_count()} | torch {torch.__version__} | "
             f"CPU capability {torch.backends.cpu.get_cpu_capability()} | "

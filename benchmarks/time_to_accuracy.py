@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -38,16 +37,9 @@ def machine_info() -> dict[str, str]:
     import torch
 
     from lstc_gait.models.fastops import cpu_bf16_supported
-    from lstc_gait.ops.build import cpu_flags
+    from lstc_gait.ops.build import cpu_flags, cpu_model
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     flags = set(cpu_flags().split())
     wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
     try:

@@ -83,6 +83,21 @@ def cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``model name`` in ``/proc/cpuinfo``), for benchmark headers.
+
+    Returns:
+        The model name, else the processor or machine name Python reports.
+    """
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
 
