@@ -87,8 +87,11 @@ def test_nothing_crosses_a_stripe_in_the_kernel():
 
 
 @needs_kernels
+# Channel counts for each path: 16 and 32 (one and two tiles of the widest vector), 24 and 8 (the
+# 8-lane tiles), 5 (the scalar loop); widths below, at and between multiples of the vector length.
 @pytest.mark.parametrize("channels,kernel,width", [(16, (3, 3, 3), 7), (5, (3, 5, 3), 7), (8, (1, 3, 5), 7),
-                                                   (24, (3, 3, 3), 21), (8, (3, 3, 3), 2)])
+                                                   (24, (3, 3, 3), 21), (8, (3, 3, 3), 2), (32, (3, 3, 3), 44),
+                                                   (16, (1, 3, 5), 16)])
 def test_stem_conv_matches_library(channels, kernel, width):
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(2, 1, 5, 9, width, generator=gen, dtype=torch.float64)

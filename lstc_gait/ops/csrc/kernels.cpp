@@ -33,6 +33,48 @@ static inline void stripe_rows(i64 r, i64 H, i64 S, i64 h, i64 *lo, i64 *hi) {
 static inline i64 max64(i64 a, i64 b) { return a > b ? a : b; }
 static inline i64 min64(i64 a, i64 b) { return a < b ? a : b; }
 
+/* V floats, any alignment. A struct, not a template argument on a typedef: GCC drops the
+ * aligned(4) attribute of a vector typedef passed as a template argument. V = 16 is one AVX-512
+ * register (with -march=native on such a CPU), V = 8 one AVX register. */
+template <int V> struct fvec;
+template <> struct fvec<8> {
+    typedef float type __attribute__((vector_size(32), aligned(4)));
+    typedef int mask __attribute__((vector_size(32)));
+};
+template <> struct fvec<16> {
+    typedef float type __attribute__((vector_size(64), aligned(4)));
+    typedef int mask __attribute__((vector_size(64)));
+};
+#ifdef __AVX512F__
+#define WIDE_LANES 16 /* the widest vector the CPU has */
+#else
+#define WIDE_LANES 8
+#endif
+
+/* Swap the off-diagonal S x S blocks of every 2S x 2S block of a V x V tile held as V vectors
+ * (row i = vector i): rows i and i + S (bit S of i clear) exchange lanes j with bit S set. */
+template <int V, int S> static inline void transpose_stage(typename fvec<V>::type *r) {
+    typename fvec<V>::mask lo, hi;
+    for (int j = 0; j < V; ++j) {
+        lo[j] = (j & S) ? V + j - S : j;  /* row i: its own lanes, then row i+S's low lanes */
+        hi[j] = (j & S) ? V + j : j + S;  /* row i+S: row i's high lanes, then its own */
+    }
+    for (int i = 0; i < V; ++i) {
+        if (i & S) continue;
+        const typename fvec<V>::type a = r[i], b = r[i + S];
+        r[i] = __builtin_shuffle(a, b, lo);
+        r[i + S] = __builtin_shuffle(a, b, hi);
+    }
+}
+
+/* Transpose a V x V tile in registers (log2 V stages of two-input shuffles). */
+template <int V> static inline void transpose_tile(typename fvec<V>::type *r) {
+    if constexpr (V >= 16) transpose_stage<V, 8>(r);
+    transpose_stage<V, 4>(r);
+    transpose_stage<V, 2>(r);
+    transpose_stage<V, 1>(r);
+}
+
 /* y[n,t,r,w,:] = sum_{a,b,d} x[n, t+a-pt, r+b-ph, w+d-pw, :] * k[a,b,d,:] (same-stripe rows only) */
 static void forward_any_c(const float *__restrict__ x, const float *__restrict__ k, float *__restrict__ y,
                  i64 N, i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 kW, i64 S, i64 h,
@@ -219,44 +261,49 @@ static void weight_grad_c8(const float *__restrict__ x, const float *__restrict_
  * y[n,t,r,w,:] = sum_{a,b,d} x[n, t+a-pt, r+b-ph, w+d-pw] * k[a,b,d,:]; x is (N, T, H, W) with
  * one channel, so every tap broadcasts one input value over the C output channels. No stripes. */
 
-/* Blocked stem forward for C % 8 == 0 (same structure as forward_c8, input values broadcast). */
-static void stem_forward_c8(const float *__restrict__ x, const float *__restrict__ k, float *__restrict__ y,
-                            i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 kW, i64 nt, i64 r) {
+/* Stem row for C % V == 0, vectorised over V output columns: the input has one channel, so V
+ * neighbouring columns of an input row are one vector load and every tap is V FMAs with a
+ * broadcast weight per output channel. Each V x V tile (channels x columns) is transposed in
+ * registers into channels-last rows, with bias and ReLU applied on the way. `pad` holds the
+ * tap rows zero-padded to pw + ceil(W / V) * V + pw columns (reused across calls). */
+template <int V>
+static void stem_row_t(const float *__restrict__ x, const float *__restrict__ k, const float *__restrict__ bias,
+                       i64 relu, float *__restrict__ out_row, i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH,
+                       i64 kW, i64 nt, i64 r, std::vector<float> &pad) {
+    typedef typename fvec<V>::type vec;
     const i64 pt = kT / 2, ph = kH / 2, pw = kW / 2;
     const i64 n = nt / T, t = nt % T;
     const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
     const i64 b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
-    float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
-    for (i64 cb = 0; cb < C; cb += 8) {
-        for (i64 w = 0; w < W; ) {
-            if (w >= pw && w + WB - 1 + pw < W) {
-                v8 acc[WB] = {};
-                for (i64 a = a0; a < a1; ++a) {
-                    for (i64 b = b0; b < b1; ++b) {
-                        const float *x_row = x + ((n * T + t + a - pt) * H + r + b - ph) * W;
-                        const float *k_row = k + ((a * kH + b) * kW) * C + cb;
-                        for (i64 d = 0; d < kW; ++d) {
-                            const v8 kv = LOAD8(k_row + d * C);
-                            const float *xp = x_row + w + d - pw;
-                            for (int j = 0; j < WB; ++j) acc[j] += xp[j] * kv;
-                        }
+    const i64 Wv = (W + V - 1) / V * V, L = Wv + kW - 1;
+    pad.assign((size_t)(kT * kH * L), 0.0f);
+    i64 taps = 0;
+    for (i64 a = a0; a < a1; ++a)
+        for (i64 b = b0; b < b1; ++b, ++taps)
+            std::memcpy(pad.data() + taps * L + pw, x + ((n * T + t + a - pt) * H + r + b - ph) * W,
+                        sizeof(float) * W);
+    for (i64 g0 = 0; g0 < C; g0 += V) {
+        for (i64 w0 = 0; w0 < Wv; w0 += V) {
+            vec acc[V];
+            for (int c = 0; c < V; ++c) acc[c] = (vec){};
+            i64 q = 0;
+            for (i64 a = a0; a < a1; ++a) {
+                for (i64 b = b0; b < b1; ++b, ++q) {
+                    const float *xr = pad.data() + q * L + w0;
+                    const float *kr = k + ((a * kH + b) * kW) * C + g0;
+                    for (i64 d = 0; d < kW; ++d) {
+                        const vec xv = *(const vec *)(xr + d);
+                        for (int c = 0; c < V; ++c) acc[c] += xv * kr[d * C + c];
                     }
                 }
-                for (int j = 0; j < WB; ++j) STORE8(out_row + (w + j) * C + cb, acc[j]);
-                w += WB;
-            } else {
-                v8 acc = {};
-                const i64 d0 = max64(0, pw - w), d1 = min64(kW, W - w + pw);
-                for (i64 a = a0; a < a1; ++a) {
-                    for (i64 b = b0; b < b1; ++b) {
-                        const float *x_row = x + ((n * T + t + a - pt) * H + r + b - ph) * W;
-                        const float *k_row = k + ((a * kH + b) * kW) * C + cb;
-                        for (i64 d = d0; d < d1; ++d) acc += x_row[w + d - pw] * LOAD8(k_row + d * C);
-                    }
-                }
-                STORE8(out_row + w * C + cb, acc);
-                w += 1;
             }
+            for (int c = 0; c < V; ++c) {
+                if (bias) acc[c] += bias[g0 + c];
+                if (relu) acc[c] = acc[c] > 0.0f ? acc[c] : (vec){};
+            }
+            transpose_tile<V>(acc); /* acc[j] = the V channels of column w0 + j */
+            const i64 cols = min64(V, W - w0);
+            for (i64 j = 0; j < cols; ++j) *(vec *)(out_row + (w0 + j) * C + g0) = acc[j];
         }
     }
 }
@@ -265,15 +312,22 @@ static void stem_forward_range(const float *__restrict__ x, const float *__restr
                                i64 relu, float *__restrict__ y, i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH,
                                i64 kW, i64 begin, i64 end) {
     const i64 pt = kT / 2, ph = kH / 2, pw = kW / 2;
+    std::vector<float> pad; /* zero-padded tap rows of the vectorised paths */
     for (i64 nt = begin; nt < end; ++nt) {
         const i64 n = nt / T, t = nt % T;
         const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
         for (i64 r = 0; r < H; ++r) {
             const i64 b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
             float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
+            if (C % WIDE_LANES == 0) { /* bias and ReLU applied inside */
+                stem_row_t<WIDE_LANES>(x, k, bias, relu, out_row, T, H, W, C, kT, kH, kW, nt, r, pad);
+                continue;
+            }
             if (C % 8 == 0) {
-                stem_forward_c8(x, k, y, T, H, W, C, kT, kH, kW, nt, r);
-            } else {
+                stem_row_t<8>(x, k, bias, relu, out_row, T, H, W, C, kT, kH, kW, nt, r, pad);
+                continue;
+            }
+            {
             memset(out_row, 0, sizeof(float) * W * C);
             for (i64 a = a0; a < a1; ++a) {
                 for (i64 b = b0; b < b1; ++b) {
