@@ -113,6 +113,31 @@ def test_stem_conv_matches_library(channels, kernel, width):
 
 
 @needs_kernels
+# C_in 16 and 32 (16-lane tiles on AVX-512), 8 and 24 (8-lane tiles); C_out 8, 16 (one 16-channel
+# group) and 24 (three 8-channel groups); widths below, at and between multiples of the lanes,
+# one and two column blocks; kH 1 and 7 (rows past the frame's top and bottom skipped), kW 1-5.
+@pytest.mark.parametrize("cin,cout,kernel,height,width", [
+    (16, 8, (7, 3), 9, 44), (32, 16, (3, 3), 5, 33), (8, 8, (5, 3), 6, 22), (24, 24, (3, 5), 4, 17),
+    (16, 24, (1, 3), 3, 16), (8, 16, (3, 1), 7, 3), (16, 8, (7, 3), 2, 50),
+])
+def test_frame_conv_matches_library(cin, cout, kernel, height, width):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, cin, 3, height, width, generator=gen, dtype=torch.float64)
+    w = torch.randn(cout, cin, 1, *kernel, generator=gen, dtype=torch.float64)
+    b = torch.randn(cout, generator=gen, dtype=torch.float64)
+    pad = (0, kernel[0] // 2, kernel[1] // 2)
+    xf = x.float().contiguous(memory_format=CL)
+    for bias, relu in ((b, True), (None, False)):
+        out = ops.frame_conv3d(xf, w.float(), None if bias is None else bias.float(), relu)
+        ref = F.conv3d(x, w, bias, padding=pad)
+        assert out.is_contiguous(memory_format=CL)
+        torch.testing.assert_close(out.double(), F.relu(ref) if relu else ref, atol=1e-4, rtol=1e-5)
+    # the default layout in is read correctly too
+    torch.testing.assert_close(ops.frame_conv3d(x.float(), w.float(), b.float(), True),
+                               ops.frame_conv3d(xf, w.float(), b.float(), True))
+
+
+@needs_kernels
 @pytest.mark.parametrize("mean_shift", [0.0, 50.0])  # 50: |mean| >> std, where E[x^2] - mean^2 cancels
 def test_batch_norm_relu_concat_matches_library(mean_shift):
     gen = torch.Generator().manual_seed(2)

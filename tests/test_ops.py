@@ -44,6 +44,10 @@ def _samples(dtype=torch.float32, grad=True):
                                                  [3, 5, 3], 4)),
         ("stem_conv3d", (r(2, 1, 1, 7, 5), r(5, 1, 3, 3, 3, seed=1), r(5, seed=2), True)),
         ("stem_conv3d", (r(1, 1, 3, 6, 9, seed=3), r(8, 1, 3, 5, 3, seed=4), None, False)),
+        # per-frame conv: 8 -> 8 channels (the kernel, with and without bias), 3 -> 2 (the formulation)
+        ("frame_conv3d", (r(1, 8, 2, 5, 19, seed=7), r(8, 8, 1, 3, 3, seed=8), r(8, seed=9), True)),
+        ("frame_conv3d", (r(2, 8, 1, 4, 6, seed=10), r(8, 8, 1, 5, 1, seed=11), None, False)),
+        ("frame_conv3d", (r(1, 3, 2, 4, 5, seed=12), r(2, 3, 1, 3, 3, seed=13), r(2, seed=14), True)),
         ("stem_conv3d_weight_grad", (r(2, 1, 1, 7, 5, g=False), r(2, 5, 1, 7, 5, seed=1, g=False), [3, 3, 3])),
         ("max_pool_hw2", (r(2, 3, 1, 7, 9),)),  # odd H and W: last row/column dropped
         ("max_pool_hw2", (r(1, 1, 2, 4, 4, seed=1),)),
@@ -132,6 +136,12 @@ def test_ops_reject_bad_arguments():
         ops.stripe_depthwise_conv3d(x, torch.zeros(3, 1, 3, 3, 3), 9)
     with pytest.raises(ValueError, match="weight"):
         ops.stripe_depthwise_conv3d(x, torch.zeros(4, 1, 3, 3, 3), 2)
+    with pytest.raises(ValueError, match="C_out, C_in, 1, kH, kW"):
+        ops.frame_conv3d(x, torch.zeros(8, 3, 3, 3, 3), None, True)  # a kernel with kT > 1
+    with pytest.raises(ValueError, match="odd"):
+        ops.frame_conv3d(x, torch.zeros(8, 3, 1, 2, 3), None, True)
+    with pytest.raises(ValueError, match="bias"):
+        ops.frame_conv3d(x, torch.zeros(8, 3, 1, 3, 3), torch.zeros(7), True)
     with pytest.raises(ValueError, match="N, T, H, W"):
         ops.batch_norm_relu_concat([x], [torch.ones(3)], [torch.zeros(3)], [1e-5], [torch.zeros(1, 2, 2, 4, 4)])
 

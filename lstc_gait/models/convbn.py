@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.library import frame_conv_native, native_kernels
 from .bn_relu import BranchOutput, batch_norm_relu_concat
 from .memory_format import recording_graph, to_channels_last
 
@@ -108,8 +109,10 @@ def conv3d_inference(x: Tensor, weight: Tensor, bias: Tensor | None, stride=1, p
     On CPU float32 without autograd this calls oneDNN directly with the ReLU fused into the
     convolution: PyTorch's dispatcher sends small single-sequence 3D convs (N=1 and N*C*T*H <=
     20480) to its slow reference kernel, 5-10x slower than oneDNN at the model's shapes, and the
-    separate ReLU is one more pass over the activation. Under ``torch.compile`` the library ops
-    run (the compiler fuses the ReLU itself).
+    separate ReLU is one more pass over the activation. A 'same' ``(1, kH, kW)`` conv (the blocks'
+    spatial branch) with channel counts that are multiples of 8, on frames at least 16 wide, runs
+    as the op ``lstc_gait::frame_conv3d`` instead (faster than oneDNN at 8 output channels). Under
+    ``torch.compile`` the library ops run (the compiler fuses the ReLU itself).
 
     Args:
         x: ``(N, C_in, T, H, W)`` input.
@@ -131,11 +134,26 @@ def conv3d_inference(x: Tensor, weight: Tensor, bias: Tensor | None, stride=1, p
             and not torch.compiler.is_compiling() and not recording_graph()
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                                    or (bias is not None and bias.requires_grad)))):
+        if _frame_conv_case(x, weight, stride, padding, dilation, groups):
+            return torch.ops.lstc_gait.frame_conv3d(x, weight, bias, relu)
         return torch.ops.mkldnn._convolution_pointwise(
             x, weight.contiguous(), bias, _triple_arg(padding), _triple_arg(stride), _triple_arg(dilation),
             groups, "relu" if relu else "none", [], "")
     y = F.conv3d(x, weight, bias, stride, padding, dilation, groups)
     return F.relu(y, inplace=True) if relu else y
+
+
+def _frame_conv_case(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> bool:
+    """A 'same' ``(1, kH, kW)`` conv the op ``lstc_gait::frame_conv3d`` runs faster than oneDNN.
+
+    Measured (docs/performance.md): 1.3-1.5x at frame widths of 22 and 44 with 8-32 channels,
+    slower at width 11, so narrow frames stay on oneDNN.
+    """
+    k_t, k_h, k_w = weight.shape[2:]
+    return (k_t == 1 and k_h * k_w > 1 and groups == 1 and x.shape[4] >= 16
+            and _triple_arg(stride) == [1, 1, 1] and _triple_arg(dilation) == [1, 1, 1]
+            and _triple_arg(padding) == [0, k_h // 2, k_w // 2] and k_h % 2 == 1 and k_w % 2 == 1
+            and frame_conv_native(x, weight) and native_kernels(x, weight))
 
 
 def _triple_arg(v) -> list[int]:

@@ -7,6 +7,7 @@ op                                                      schema
 ``stripe_depthwise_conv3d_weight_grad``                 ``(Tensor x, Tensor grad_out, SymInt[] kernel_size, SymInt num_stripes) -> Tensor``
 ``stem_conv3d``                                         ``(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor``
 ``stem_conv3d_weight_grad``                             ``(Tensor x, Tensor grad_out, SymInt[] kernel_size) -> Tensor``
+``frame_conv3d``                                        ``(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor``
 ``max_pool_hw2``                                        ``(Tensor x) -> Tensor``
 ``max_pool_hw2_backward``                               ``(Tensor x, Tensor grad_out) -> Tensor``
 ``batch_norm_relu_concat``                              ``(Tensor[] inputs, Tensor[] weights, Tensor[] biases, float[] eps, Tensor[] passthrough) -> (Tensor, Tensor, Tensor)``
@@ -29,6 +30,7 @@ from .library import (
     batch_norm_relu_concat,
     batch_norm_relu_concat_backward,
     block_tail,
+    frame_conv3d,
     max_pool_hw2,
     max_pool_hw2_backward,
     native_kernels,
@@ -43,6 +45,7 @@ OP_NAMES = (
     "stripe_depthwise_conv3d_weight_grad",
     "stem_conv3d",
     "stem_conv3d_weight_grad",
+    "frame_conv3d",
     "max_pool_hw2",
     "max_pool_hw2_backward",
     "batch_norm_relu_concat",
@@ -55,6 +58,7 @@ __all__ = [
     "batch_norm_relu_concat",
     "batch_norm_relu_concat_backward",
     "block_tail",
+    "frame_conv3d",
     "load_library",
     "max_pool_hw2",
     "max_pool_hw2_backward",

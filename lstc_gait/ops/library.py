@@ -27,6 +27,8 @@ __all__ = [
     "batch_norm_relu_concat_backward",
     "max_pool_hw2",
     "max_pool_hw2_backward",
+    "frame_conv3d",
+    "frame_conv_native",
     "native_kernels",
     "stem_conv3d",
     "stem_conv3d_weight_grad",
@@ -244,6 +246,77 @@ def _stem_backward(ctx, grad: Tensor):
 
 
 stem_conv3d.register_autograd(_stem_backward, setup_context=_stem_setup)
+
+
+# --------------------------------------------------------------------------- per-frame 2D conv
+def _check_frame_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    if x.dim() != 5 or weight.dim() != 5 or weight.shape[1] != x.shape[1] or weight.shape[2] != 1:
+        raise ValueError("frame_conv3d expects x (N, C_in, T, H, W) and weight (C_out, C_in, 1, kH, kW), got "
+                         f"{tuple(x.shape)} and {tuple(weight.shape)}")
+    _check_odd_kernel(weight.shape[2:], "frame_conv3d")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"frame_conv3d bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
+
+
+def frame_conv_native(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``frame_conv3d`` has a C++ kernel for these channel counts (both multiples of 8)."""
+    return x.shape[1] % 8 == 0 and weight.shape[0] % 8 == 0
+
+
+@torch.library.custom_op("lstc_gait::frame_conv3d", mutates_args=())
+def frame_conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
+    """A ``(1, kH, kW)`` 'same' conv3d (a 2D conv of every frame), + bias, + optional ReLU.
+
+    Schema: ``lstc_gait::frame_conv3d(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor``.
+    The asymmetric blocks' spatial branch at inference (its BN folded into ``weight`` and
+    ``bias``). oneDNN blocks output channels by 16 and runs the narrow branch (8 output channels)
+    at a fraction of its speed; the kernel vectorises over output columns instead. Math:
+    :func:`lstc_gait.ops.reference.frame_conv3d`.
+
+    Args:
+        x: ``(N, C_in, T, H, W)`` float tensor.
+        weight: ``(C_out, C_in, 1, kH, kW)``, odd ``kH`` and ``kW``.
+        bias: ``(C_out,)`` or None.
+        relu: Apply a ReLU.
+
+    Returns:
+        ``(N, C_out, T, H, W)`` in channels_last_3d memory.
+
+    Raises:
+        ValueError: For malformed shapes or even kernels.
+    """
+    _check_frame_conv(x, weight, bias)
+    if native_kernels(x, weight, bias) and frame_conv_native(x, weight):
+        return torch.ops.lstc_gait_cpu.frame_conv3d(x, weight, bias, relu)
+    return reference.frame_conv3d(x, weight, bias, relu)
+
+
+@frame_conv3d.register_fake
+def _(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
+    _check_frame_conv(x, weight, bias)
+    return _cl_empty(x, (x.shape[0], weight.shape[0], *x.shape[2:]))
+
+
+def _frame_setup(ctx, inputs, output) -> None:
+    x, weight, bias, relu = inputs
+    ctx.save_for_backward(x, weight, output if relu else None)
+    ctx.relu, ctx.has_bias = relu, bias is not None
+
+
+def _frame_backward(ctx, grad: Tensor):
+    x, weight, y = ctx.saved_tensors
+    grad = grad.to(x.dtype)
+    if ctx.relu:
+        grad = torch.where(y > 0, grad, 0.0)
+    padding = [0, weight.shape[3] // 2, weight.shape[4] // 2]
+    grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [1, 1, 1], padding, [1, 1, 1], False, [0, 0, 0], 1,
+        [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+    grad_b = grad.sum(dim=(0, 2, 3, 4)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return grad_x, grad_w, grad_b, None
+
+
+frame_conv3d.register_autograd(_frame_backward, setup_context=_frame_setup)
 
 
 # --------------------------------------------------------------------------- 2x2 max-pool

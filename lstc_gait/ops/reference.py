@@ -324,3 +324,19 @@ def block_tail(direct: list[Tensor], joint: Tensor | None, joint_weight: Tensor 
         parts.append(joint if joint_weight is None else F.relu(F.conv3d(joint, _as_conv1x1(joint_weight), joint_bias)))
     cat = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
     return F.relu(F.conv3d(cat, _as_conv1x1(fuse_weight), fuse_bias)).contiguous(memory_format=CL)
+
+
+def frame_conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
+    """A ``(1, kH, kW)`` conv3d with 'same' zero padding (a 2D conv of every frame), + bias, + ReLU.
+
+    Args:
+        x: ``(N, C_in, T, H, W)``.
+        weight: ``(C_out, C_in, 1, kH, kW)``, odd ``kH`` and ``kW``.
+        bias: ``(C_out,)`` or None.
+        relu: Apply a ReLU.
+
+    Returns:
+        ``(N, C_out, T, H, W)`` in channels_last_3d memory.
+    """
+    y = F.conv3d(x, weight, bias, padding=(0, weight.shape[3] // 2, weight.shape[4] // 2))
+    return (F.relu(y) if relu else y).contiguous(memory_format=CL)

@@ -151,10 +151,15 @@ static void weight_grad_any_c(const float *__restrict__ x, const float *__restri
 #define WB 4  /* output columns per register block (any kW) */
 #define WB3 8 /* output columns per register block when kW == 3 */
 
-/* Forward for C % 8 == 0: per (frame, row, 8-channel block, 4 columns), 4 accumulators. */
-static void forward_c8(const float *__restrict__ x, const float *__restrict__ k, float *__restrict__ y,
+/* Forward for C % V == 0: per (frame, row, V-channel block, 4 or 8 columns), one accumulator per
+ * column (V = 16: one AVX-512 register per 16 channels). */
+template <int V>
+static void forward_cv(const float *__restrict__ x, const float *__restrict__ k, float *__restrict__ y,
                        i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 kW, i64 S, i64 h,
                        i64 begin, i64 end) {
+    typedef typename fvec<V>::type vec;
+#define LOADV(p) (*(const vec *)(p))
+#define STOREV(p, v) (*(vec *)(p) = (v))
     const i64 pt = kT / 2, ph = kH / 2, pw = kW / 2;
     for (i64 nt = begin; nt < end; ++nt) {
         const i64 n = nt / T, t = nt % T;
@@ -164,52 +169,52 @@ static void forward_c8(const float *__restrict__ x, const float *__restrict__ k,
             stripe_rows(r, H, S, h, &lo, &hi);
             const i64 b0 = max64(0, lo - r + ph), b1 = min64(kH, hi - r + ph);
             float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
-            for (i64 cb = 0; cb < C; cb += 8) {
+            for (i64 cb = 0; cb < C; cb += V) {
                 i64 w = 0;
                 for (; w < W; ) {
                     /* kW == 3 (every kernel of the default model): 8 columns per block, the 10
                      * input vectors of a kernel row loaded once for its 3 taps */
                     if (kW == 3 && w >= 1 && w + WB3 < W) {
-                        v8 acc[WB3] = {};
+                        vec acc[WB3] = {};
                         for (i64 a = a0; a < a1; ++a) {
                             for (i64 b = b0; b < b1; ++b) {
                                 const float *xp = x + (((n * T + t + a - pt) * H + r + b - ph) * W + w - 1) * C + cb;
                                 const float *k_row = k + ((a * kH + b) * 3) * C + cb;
-                                const v8 k0 = LOAD8(k_row), k1 = LOAD8(k_row + C), k2 = LOAD8(k_row + 2 * C);
-                                v8 xv[WB3 + 2];
-                                for (int j = 0; j < WB3 + 2; ++j) xv[j] = LOAD8(xp + j * C);
+                                const vec k0 = LOADV(k_row), k1 = LOADV(k_row + C), k2 = LOADV(k_row + 2 * C);
+                                vec xv[WB3 + 2];
+                                for (int j = 0; j < WB3 + 2; ++j) xv[j] = LOADV(xp + j * C);
                                 for (int j = 0; j < WB3; ++j) acc[j] += xv[j] * k0 + xv[j + 1] * k1 + xv[j + 2] * k2;
                             }
                         }
-                        for (int j = 0; j < WB3; ++j) STORE8(out_row + (w + j) * C + cb, acc[j]);
+                        for (int j = 0; j < WB3; ++j) STOREV(out_row + (w + j) * C + cb, acc[j]);
                         w += WB3;
                     } else if (w >= pw && w + WB - 1 + pw < W) { /* taps inside [0, W): no checks */
-                        v8 acc[WB] = {};
+                        vec acc[WB] = {};
                         for (i64 a = a0; a < a1; ++a) {
                             for (i64 b = b0; b < b1; ++b) {
                                 const float *x_row = x + (((n * T + t + a - pt) * H + r + b - ph) * W) * C + cb;
                                 const float *k_row = k + ((a * kH + b) * kW) * C + cb;
                                 for (i64 d = 0; d < kW; ++d) {
-                                    const v8 kv = LOAD8(k_row + d * C);
+                                    const vec kv = LOADV(k_row + d * C);
                                     const float *xp = x_row + (w + d - pw) * C;
-                                    for (int j = 0; j < WB; ++j) acc[j] += LOAD8(xp + j * C) * kv;
+                                    for (int j = 0; j < WB; ++j) acc[j] += LOADV(xp + j * C) * kv;
                                 }
                             }
                         }
-                        for (int j = 0; j < WB; ++j) STORE8(out_row + (w + j) * C + cb, acc[j]);
+                        for (int j = 0; j < WB; ++j) STOREV(out_row + (w + j) * C + cb, acc[j]);
                         w += WB;
                     } else {
-                        v8 acc = {};
+                        vec acc = {};
                         const i64 d0 = max64(0, pw - w), d1 = min64(kW, W - w + pw);
                         for (i64 a = a0; a < a1; ++a) {
                             for (i64 b = b0; b < b1; ++b) {
                                 const float *x_row = x + (((n * T + t + a - pt) * H + r + b - ph) * W) * C + cb;
                                 const float *k_row = k + ((a * kH + b) * kW) * C + cb;
                                 for (i64 d = d0; d < d1; ++d)
-                                    acc += LOAD8(x_row + (w + d - pw) * C) * LOAD8(k_row + d * C);
+                                    acc += LOADV(x_row + (w + d - pw) * C) * LOADV(k_row + d * C);
                             }
                         }
-                        STORE8(out_row + w * C + cb, acc);
+                        STOREV(out_row + w * C + cb, acc);
                         w += 1;
                     }
                 }
@@ -217,6 +222,8 @@ static void forward_c8(const float *__restrict__ x, const float *__restrict__ k,
         }
     }
 }
+#undef LOADV
+#undef STOREV
 
 /* Weight gradient for C % 8 == 0: each (tap, 8-channel block) sums a whole row in two registers. */
 static void weight_grad_c8(const float *__restrict__ x, const float *__restrict__ g, double *__restrict__ acc,
@@ -483,8 +490,10 @@ at::Tensor stripe_depthwise_forward(const at::Tensor &x, const at::Tensor &weigh
     const float *xp = xc.data_ptr<float>(), *kp = k.data_ptr<float>();
     float *yp = y.data_ptr<float>();
     at::parallel_for(0, N * T, 1, [&](i64 begin, i64 end) {
-        if (C % 8 == 0)
-            forward_c8(xp, kp, yp, T, H, W, C, kT, kH, kW, S, h, begin, end);
+        if (C % WIDE_LANES == 0)
+            forward_cv<WIDE_LANES>(xp, kp, yp, T, H, W, C, kT, kH, kW, S, h, begin, end);
+        else if (C % 8 == 0)
+            forward_cv<8>(xp, kp, yp, T, H, W, C, kT, kH, kW, S, h, begin, end);
         else
             forward_any_c(xp, kp, yp, N, T, H, W, C, kT, kH, kW, S, h, begin, end);
     });
@@ -855,29 +864,132 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> batch_norm_relu_conc
     return {grad_inputs, grad_weight, grad_bias};
 }
 
+/* ---- per-frame 2D conv (a (1, kH, kW) conv3d, 'same' padding): the blocks' spatial branch ------
+ * y[f, r, w, o] = act(bias[o] + sum_{b, d, i} x[f, r+b-ph, w+d-pw, i] * k[b, d, i, o]). Vectorised
+ * over V output columns: each frame is first transposed (V x V register tiles) into zero-padded
+ * channel-planar rows, so V neighbouring columns of one input channel are one vector load, and
+ * every (tap, input channel) is one FMA per output channel with a broadcast weight; two column
+ * blocks share each weight broadcast. Output tiles go back to channels-last through the same
+ * in-register transpose, with bias and ReLU applied before. Needs C_in % V == 0 and
+ * C_out % CG == 0. */
+template <int V, int CG>
+static void frame_conv_frame(const float *__restrict__ x, const float *__restrict__ k, const float *__restrict__ bias,
+                             bool relu, float *__restrict__ y, i64 H, i64 W, i64 Cin, i64 Cout, i64 kH, i64 kW,
+                             float *__restrict__ xT, i64 L) {
+    typedef typename fvec<V>::type vec;
+    const i64 ph = kH / 2, pw = kW / 2, Wv = (W + V - 1) / V * V;
+    /* xT[(r * Cin + i) * L + pw + w] = x[r, w, i]; columns past W are written as zeros */
+    for (i64 r = 0; r < H; ++r) {
+        for (i64 w0 = 0; w0 < Wv; w0 += V) {
+            const i64 cols = min64(V, W - w0);
+            for (i64 c0 = 0; c0 < Cin; c0 += V) {
+                vec t[V];
+                for (int j = 0; j < V; ++j)
+                    t[j] = j < cols ? *(const vec *)(x + (r * W + w0 + j) * Cin + c0) : (vec){};
+                transpose_tile<V>(t);
+                for (int c = 0; c < V; ++c) *(vec *)(xT + (r * Cin + c0 + c) * L + pw + w0) = t[c];
+            }
+        }
+    }
+    for (i64 r = 0; r < H; ++r) {
+        const i64 b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
+        for (i64 g0 = 0; g0 < Cout; g0 += CG) {
+            for (i64 w0 = 0; w0 < Wv;) {
+                /* two column blocks share each weight broadcast where 32 vector registers hold them */
+                const int nb = (WIDE_LANES == 16 && w0 + 2 * V <= Wv) ? 2 : 1;
+                vec acc[2][CG];
+                for (int c = 0; c < CG; ++c) {
+                    acc[0][c] = (vec){} + (bias ? bias[g0 + c] : 0.0f);
+                    acc[1][c] = acc[0][c];
+                }
+                for (i64 b = b0; b < b1; ++b) {
+                    const float *xr = xT + ((r + b - ph) * Cin) * L + w0;
+                    const float *kb = k + (b * kW) * Cin * Cout + g0;
+                    for (i64 d = 0; d < kW; ++d) {
+                        if (nb == 2) {
+                            for (i64 i = 0; i < Cin; ++i) {
+                                const vec x0 = *(const vec *)(xr + i * L + d), x1 = *(const vec *)(xr + i * L + d + V);
+                                const float *kp = kb + (d * Cin + i) * Cout;
+                                for (int c = 0; c < CG; ++c) {
+                                    const float kc = kp[c];
+                                    acc[0][c] += x0 * kc;
+                                    acc[1][c] += x1 * kc;
+                                }
+                            }
+                        } else {
+                            for (i64 i = 0; i < Cin; ++i) {
+                                const vec x0 = *(const vec *)(xr + i * L + d);
+                                const float *kp = kb + (d * Cin + i) * Cout;
+                                for (int c = 0; c < CG; ++c) acc[0][c] += x0 * kp[c];
+                            }
+                        }
+                    }
+                }
+                for (int q = 0; q < nb; ++q) {
+                    vec t[V];
+                    for (int c = 0; c < V; ++c)
+                        t[c] = c >= CG ? (vec){} : (relu ? (acc[q][c] > 0.0f ? acc[q][c] : (vec){}) : acc[q][c]);
+                    transpose_tile<V>(t); /* t[j] = the channels g0.. of column w0 + q * V + j */
+                    const i64 wq = w0 + q * V, cols = min64(V, W - wq);
+                    float *yr = y + (r * W + wq) * Cout + g0;
+                    for (i64 j = 0; j < cols; ++j) std::memcpy(yr + j * Cout, &t[j], sizeof(float) * CG);
+                }
+                w0 += nb * V;
+            }
+        }
+    }
+}
+
+template <int V>
+static void frame_conv_range(const float *x, const float *k, const float *bias, bool relu, float *y, i64 H, i64 W,
+                             i64 Cin, i64 Cout, i64 kH, i64 kW, i64 begin, i64 end) {
+    const i64 L = (W + V - 1) / V * V + kW - 1 + V; /* + V: the second block's loads stay inside */
+    std::vector<float> xT((size_t)(H * Cin * L), 0.0f); /* margins stay zero: only columns [pw, pw + Wv) are written */
+    for (i64 f = begin; f < end; ++f) {
+        const float *xf = x + f * H * W * Cin;
+        float *yf = y + f * H * W * Cout;
+        if (Cout % 16 == 0 && V == 16)
+            frame_conv_frame<V, 16>(xf, k, bias, relu, yf, H, W, Cin, Cout, kH, kW, xT.data(), L);
+        else
+            frame_conv_frame<V, 8>(xf, k, bias, relu, yf, H, W, Cin, Cout, kH, kW, xT.data(), L);
+    }
+}
+
+/* Lanes the frame conv vectorises over for these channel counts, 0 when it does not apply. */
+static i64 frame_conv_lanes(i64 Cin, i64 Cout) {
+    if (Cout % 8 != 0) return 0;
+    if (Cin % WIDE_LANES == 0) return WIDE_LANES;
+    return Cin % 8 == 0 ? 8 : 0;
+}
+
 /* ---- inference tail of a block: joint pointwise conv + ReLU, concatenation, fuse conv + ReLU -- */
 
 #define PB 8 /* positions per block: 8 independent accumulator chains cover the FMA latency */
 
 /* out[j, :] = act(bias + sum_k v[j, k] * wt[k, :]) for j < PB; v rows have stride K (PB rows,
  * unused ones zero), out rows stride ldo, only the first `rows` rows are stored. */
-static void small_gemm(const float *__restrict__ v, i64 K, const float *__restrict__ wt,
-                       const float *__restrict__ bias, i64 N, float *__restrict__ out, i64 ldo, i64 rows) {
-    i64 ob = 0;
-    for (; ob + 8 <= N; ob += 8) {
-        const v8 b0 = LOAD8(bias + ob);
-        v8 acc[PB];
+template <int V>
+static inline i64 small_gemm_blocks(const float *__restrict__ v, i64 K, const float *__restrict__ wt,
+                                    const float *__restrict__ bias, i64 N, float *__restrict__ out, i64 ldo,
+                                    i64 rows, i64 ob) {
+    typedef typename fvec<V>::type vec;
+    for (; ob + V <= N; ob += V) {
+        const vec b0 = *(const vec *)(bias + ob);
+        vec acc[PB];
         for (int j = 0; j < PB; ++j) acc[j] = b0;
         for (i64 k = 0; k < K; ++k) {
-            const v8 w = LOAD8(wt + k * N + ob);
+            const vec w = *(const vec *)(wt + k * N + ob);
             for (int j = 0; j < PB; ++j) acc[j] += v[j * K + k] * w;
         }
-        for (i64 j = 0; j < rows; ++j) {
-            float *o = out + j * ldo + ob;
-            STORE8(o, acc[j]);
-            for (int q = 0; q < 8; ++q) o[q] = o[q] > 0.0f ? o[q] : 0.0f;
-        }
+        for (i64 j = 0; j < rows; ++j) *(vec *)(out + j * ldo + ob) = acc[j] > 0.0f ? acc[j] : (vec){};
     }
+    return ob;
+}
+
+static void small_gemm(const float *__restrict__ v, i64 K, const float *__restrict__ wt,
+                       const float *__restrict__ bias, i64 N, float *__restrict__ out, i64 ldo, i64 rows) {
+    i64 ob = small_gemm_blocks<WIDE_LANES>(v, K, wt, bias, N, out, ldo, rows, 0);
+    if (WIDE_LANES != 8) ob = small_gemm_blocks<8>(v, K, wt, bias, N, out, ldo, rows, ob);
     for (; ob < N; ++ob) { /* leftover output channels (N not a multiple of 8) */
         for (i64 j = 0; j < rows; ++j) {
             float s = bias[ob];
@@ -969,6 +1081,38 @@ at::Tensor block_tail_forward(at::TensorList direct, const c10::optional<at::Ten
     return out;
 }
 
+at::Tensor frame_conv3d_forward(const at::Tensor &x, const at::Tensor &weight, const c10::optional<at::Tensor> &bias,
+                                bool relu) {
+    check_float_cpu(x, "x");
+    check_float_cpu(weight, "weight");
+    TORCH_CHECK(x.dim() == 5 && weight.dim() == 5 && weight.size(1) == x.size(1) && weight.size(2) == 1,
+                "frame_conv3d expects x (N, C_in, T, H, W) and weight (C_out, C_in, 1, kH, kW), got ", x.sizes(),
+                " and ", weight.sizes());
+    TORCH_CHECK(weight.size(3) % 2 == 1 && weight.size(4) % 2 == 1, "kernel sizes must be odd, got ", weight.sizes());
+    const i64 N = x.size(0), Cin = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4), Cout = weight.size(0);
+    const i64 kH = weight.size(3), kW = weight.size(4), V = frame_conv_lanes(Cin, Cout);
+    TORCH_CHECK(V > 0, "frame_conv3d needs C_in % 8 == 0 and C_out % 8 == 0, got C_in=", Cin, ", C_out=", Cout);
+    at::Tensor b;
+    if (bias.has_value()) {
+        check_float_cpu(*bias, "bias");
+        TORCH_CHECK(bias->dim() == 1 && bias->size(0) == Cout, "bias must be (", Cout, "), got ", bias->sizes());
+        b = bias->contiguous();
+    }
+    const at::Tensor xc = x.contiguous(kCL);
+    const at::Tensor k = weight.select(2, 0).permute({2, 3, 1, 0}).contiguous(); /* (kH, kW, C_in, C_out) */
+    at::Tensor y = at::empty({N, Cout, T, H, W}, x.options().memory_format(kCL));
+    if (y.numel() == 0) return y;
+    const float *xp = xc.data_ptr<float>(), *kp = k.data_ptr<float>(), *bp = b.defined() ? b.data_ptr<float>() : nullptr;
+    float *yp = y.data_ptr<float>();
+    at::parallel_for(0, N * T, 1, [&](i64 begin, i64 end) {
+        if (V == 16)
+            frame_conv_range<16>(xp, kp, bp, relu, yp, H, W, Cin, Cout, kH, kW, begin, end);
+        else
+            frame_conv_range<8>(xp, kp, bp, relu, yp, H, W, Cin, Cout, kH, kW, begin, end);
+    });
+    return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(lstc_gait_cpu, m) {
@@ -976,6 +1120,7 @@ TORCH_LIBRARY(lstc_gait_cpu, m) {
     m.def("stripe_depthwise_conv3d_weight_grad(Tensor x, Tensor grad_out, int[] kernel_size, int num_stripes) -> Tensor");
     m.def("stem_conv3d(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor");
     m.def("stem_conv3d_weight_grad(Tensor x, Tensor grad_out, int[] kernel_size) -> Tensor");
+    m.def("frame_conv3d(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor");
     m.def("max_pool_hw2(Tensor x) -> Tensor");
     m.def("max_pool_hw2_backward(Tensor x, Tensor grad_out) -> Tensor");
     m.def("batch_norm_relu_concat(Tensor[] inputs, Tensor[] weights, Tensor[] biases, float[] eps, "
@@ -991,6 +1136,7 @@ TORCH_LIBRARY_IMPL(lstc_gait_cpu, CPU, m) {
     m.impl("stripe_depthwise_conv3d_weight_grad", &stripe_depthwise_weight_grad);
     m.impl("stem_conv3d", &stem_conv3d_forward);
     m.impl("stem_conv3d_weight_grad", &stem_conv3d_weight_grad);
+    m.impl("frame_conv3d", &frame_conv3d_forward);
     m.impl("max_pool_hw2", &max_pool_hw2_forward);
     m.impl("max_pool_hw2_backward", &max_pool_hw2_backward);
     m.impl("batch_norm_relu_concat", &batch_norm_relu_concat_forward);
