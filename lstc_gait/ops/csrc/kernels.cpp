@@ -988,8 +988,9 @@ static inline i64 small_gemm_blocks(const float *__restrict__ v, i64 K, const fl
 
 static void small_gemm(const float *__restrict__ v, i64 K, const float *__restrict__ wt,
                        const float *__restrict__ bias, i64 N, float *__restrict__ out, i64 ldo, i64 rows) {
-    i64 ob = small_gemm_blocks<WIDE_LANES>(v, K, wt, bias, N, out, ldo, rows, 0);
-    if (WIDE_LANES != 8) ob = small_gemm_blocks<8>(v, K, wt, bias, N, out, ldo, rows, ob);
+    /* 8 lanes also on AVX-512: 16-lane blocks measured 15 % slower here (each k step is load-bound
+     * on its PB broadcasts either way, docs/performance.md) */
+    i64 ob = small_gemm_blocks<8>(v, K, wt, bias, N, out, ldo, rows, 0);
     for (; ob < N; ++ob) { /* leftover output channels (N not a multiple of 8) */
         for (i64 j = 0; j < rows; ++j) {
             float s = bias[ob];
