@@ -222,17 +222,24 @@ def _(x: Tensor, grad_out: Tensor, kernel_size: Sequence[int]) -> Tensor:
     return x.new_empty((grad_out.shape[1], 1, *kernel_size))
 
 
-def _stem_setup(ctx, inputs, output) -> None:
+def _conv_relu_setup(ctx, inputs, output) -> None:
+    """Autograd context of the ``(x, weight, bias, relu)`` conv ops (stem and frame conv)."""
     x, weight, bias, relu = inputs
     ctx.save_for_backward(x, weight, output if relu else None)
     ctx.relu, ctx.has_bias = relu, bias is not None
 
 
-def _stem_backward(ctx, grad: Tensor):
+def _conv_relu_saved(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x, weight, grad)`` with the ReLU's mask applied to ``grad`` (from the saved output)."""
     x, weight, y = ctx.saved_tensors
     grad = grad.to(x.dtype)
     if ctx.relu:
         grad = torch.where(y > 0, grad, 0.0)
+    return x, weight, grad
+
+
+def _stem_backward(ctx, grad: Tensor):
+    x, weight, grad = _conv_relu_saved(ctx, grad)
     grad_x = grad_w = grad_b = None
     if ctx.needs_input_grad[0]:
         padding = [k // 2 for k in weight.shape[2:]]
@@ -245,7 +252,7 @@ def _stem_backward(ctx, grad: Tensor):
     return grad_x, grad_w, grad_b, None
 
 
-stem_conv3d.register_autograd(_stem_backward, setup_context=_stem_setup)
+stem_conv3d.register_autograd(_stem_backward, setup_context=_conv_relu_setup)
 
 
 # --------------------------------------------------------------------------- per-frame 2D conv
@@ -297,17 +304,8 @@ def _(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
     return _cl_empty(x, (x.shape[0], weight.shape[0], *x.shape[2:]))
 
 
-def _frame_setup(ctx, inputs, output) -> None:
-    x, weight, bias, relu = inputs
-    ctx.save_for_backward(x, weight, output if relu else None)
-    ctx.relu, ctx.has_bias = relu, bias is not None
-
-
 def _frame_backward(ctx, grad: Tensor):
-    x, weight, y = ctx.saved_tensors
-    grad = grad.to(x.dtype)
-    if ctx.relu:
-        grad = torch.where(y > 0, grad, 0.0)
+    x, weight, grad = _conv_relu_saved(ctx, grad)
     padding = [0, weight.shape[3] // 2, weight.shape[4] // 2]
     grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
         grad, x, weight, None, [1, 1, 1], padding, [1, 1, 1], False, [0, 0, 0], 1,
@@ -316,7 +314,7 @@ def _frame_backward(ctx, grad: Tensor):
     return grad_x, grad_w, grad_b, None
 
 
-frame_conv3d.register_autograd(_frame_backward, setup_context=_frame_setup)
+frame_conv3d.register_autograd(_frame_backward, setup_context=_conv_relu_setup)
 
 
 # --------------------------------------------------------------------------- 2x2 max-pool
