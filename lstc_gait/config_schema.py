@@ -133,7 +133,7 @@ class TrainerConfig:
     strategy: str = "single"  # single | ddp
     devices: int = 1  # processes for strategy=ddp (spawned unless launched by torchrun)
     backend: str = "auto"  # auto (gloo on CPU, nccl on CUDA) | gloo | nccl
-    max_steps: int = 270  # budget in iterations; 0 means use max_epochs (or max_minutes)
+    max_steps: int = 240  # budget in iterations; 0 means use max_epochs (or max_minutes)
     max_epochs: int = 0  # budget in sampler epochs when max_steps is 0
     # Opt-in wall-clock budget (minutes of training, evaluation excluded): the schedule is planned
     # for the steps that fit (measured step time), capped by max_steps when that is > 0.
