@@ -334,7 +334,7 @@ static void stem_forward_range(const float *__restrict__ x, const float *__restr
                 stem_row_t<8>(x, k, bias, relu, out_row, T, H, W, C, kT, kH, kW, nt, r, pad);
                 continue;
             }
-            {
+            /* any other channel count: scalar loop, then the epilogue below */
             memset(out_row, 0, sizeof(float) * W * C);
             for (i64 a = a0; a < a1; ++a) {
                 for (i64 b = b0; b < b1; ++b) {
@@ -350,7 +350,6 @@ static void stem_forward_range(const float *__restrict__ x, const float *__restr
                         }
                     }
                 }
-            }
             }
             /* optional epilogue while the row is in L1: + bias, ReLU (a folded eval-mode BN) */
             if (bias)
@@ -968,29 +967,25 @@ static i64 frame_conv_lanes(i64 Cin, i64 Cout) {
 
 /* out[j, :] = act(bias + sum_k v[j, k] * wt[k, :]) for j < PB; v rows have stride K (PB rows,
  * unused ones zero), out rows stride ldo, only the first `rows` rows are stored. */
-template <int V>
-static inline i64 small_gemm_blocks(const float *__restrict__ v, i64 K, const float *__restrict__ wt,
-                                    const float *__restrict__ bias, i64 N, float *__restrict__ out, i64 ldo,
-                                    i64 rows, i64 ob) {
-    typedef typename fvec<V>::type vec;
-    for (; ob + V <= N; ob += V) {
-        const vec b0 = *(const vec *)(bias + ob);
-        vec acc[PB];
-        for (int j = 0; j < PB; ++j) acc[j] = b0;
-        for (i64 k = 0; k < K; ++k) {
-            const vec w = *(const vec *)(wt + k * N + ob);
-            for (int j = 0; j < PB; ++j) acc[j] += v[j * K + k] * w;
-        }
-        for (i64 j = 0; j < rows; ++j) *(vec *)(out + j * ldo + ob) = acc[j] > 0.0f ? acc[j] : (vec){};
-    }
-    return ob;
-}
-
+/* 8 lanes also on AVX-512: 16-lane blocks measured 15 % slower (each k step is load-bound on its
+ * PB broadcasts either way, docs/performance.md) */
 static void small_gemm(const float *__restrict__ v, i64 K, const float *__restrict__ wt,
                        const float *__restrict__ bias, i64 N, float *__restrict__ out, i64 ldo, i64 rows) {
-    /* 8 lanes also on AVX-512: 16-lane blocks measured 15 % slower here (each k step is load-bound
-     * on its PB broadcasts either way, docs/performance.md) */
-    i64 ob = small_gemm_blocks<8>(v, K, wt, bias, N, out, ldo, rows, 0);
+    i64 ob = 0;
+    for (; ob + 8 <= N; ob += 8) {
+        const v8 b0 = LOAD8(bias + ob);
+        v8 acc[PB];
+        for (int j = 0; j < PB; ++j) acc[j] = b0;
+        for (i64 k = 0; k < K; ++k) {
+            const v8 w = LOAD8(wt + k * N + ob);
+            for (int j = 0; j < PB; ++j) acc[j] += v[j * K + k] * w;
+        }
+        for (i64 j = 0; j < rows; ++j) {
+            float *o = out + j * ldo + ob;
+            STORE8(o, acc[j]);
+            for (int q = 0; q < 8; ++q) o[q] = o[q] > 0.0f ? o[q] : 0.0f;
+        }
+    }
     for (; ob < N; ++ob) { /* leftover output channels (N not a multiple of 8) */
         for (i64 j = 0; j < rows; ++j) {
             float s = bias[ob];
