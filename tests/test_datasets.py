@@ -94,6 +94,17 @@ def test_random_pick_distinct_then_repeats():
     assert counts.min() >= 2 and counts.max() <= 3  # every frame used before any repeats again
 
 
+def test_sorted_pick_is_the_random_pick_in_time_order():
+    for n, t in ((40, 16), (30, 30), (12, 30), (1, 4)):
+        idx = sample_frame_indices(n, t, "sorted", np.random.default_rng(3))
+        same = sample_frame_indices(n, t, "random", np.random.default_rng(3))
+        assert np.array_equal(idx, np.sort(same)) and len(idx) == t
+    idx = sample_frame_indices(30, 16, "sorted", np.random.default_rng(0))
+    assert np.all(np.diff(idx) > 0) and idx[-1] - idx[0] > 15  # distinct, ordered, spread past one window
+    with pytest.raises(ValueError, match="sorted"):
+        sample_frame_indices(30, 16, "sideways", np.random.default_rng(0))
+
+
 # -------------------------------------------------------------------------------- datasets
 def test_train_item_is_pure_function_of_key(cache):
     ds = TrainSequenceDataset(cache, rows=[0, 1, 2, 3], labels=[5, 6, 7, 8], num_frames=30)

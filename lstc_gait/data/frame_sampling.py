@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLING_MODES: tuple[str, ...] = ("ordered", "random")
+SAMPLING_MODES: tuple[str, ...] = ("ordered", "random", "sorted")
 
 
 def sample_frame_indices(num_available: int, num_frames: int, mode: str, rng: np.random.Generator) -> np.ndarray:
@@ -13,12 +13,14 @@ def sample_frame_indices(num_available: int, num_frames: int, mode: str, rng: np
     ``ordered``: a contiguous window at a random start; a sequence shorter than the window is
     walked cyclically from a random start (gait is periodic, so repeating the walk is the least
     distorting way to fill it). ``random``: unordered frames from shuffled passes over the
-    sequence (distinct frames when there are enough).
+    sequence (distinct frames when there are enough): a set, for order-free models such as
+    GaitSet. ``sorted``: the same frames as ``random``, put back in time order: the whole gait
+    cycle, as a model with temporal kernels (LSTC) sees it at test time, only sparser.
 
     Args:
         num_available: Frames in the sequence (>= 1).
         num_frames: Frames the clip takes (>= 1).
-        mode: ``ordered`` or ``random``.
+        mode: ``ordered``, ``random`` or ``sorted``.
         rng: The generator (the sampler's per-item seed makes the choice reproducible).
 
     Returns:
@@ -37,10 +39,11 @@ def sample_frame_indices(num_available: int, num_frames: int, mode: str, rng: np
             return np.arange(start, start + num_frames, dtype=np.int64)
         start = int(rng.integers(0, num_available))
         return (start + np.arange(num_frames, dtype=np.int64)) % num_available
-    if mode == "random":
+    if mode in ("random", "sorted"):
         # Shuffled passes over the whole sequence: no repeats when there are enough frames, and
         # every frame used before any repeats when there are not.
         reps = -(-num_frames // num_available)
         passes = [rng.permutation(num_available) for _ in range(reps)]
-        return np.concatenate(passes)[:num_frames].astype(np.int64)
+        idx = np.concatenate(passes)[:num_frames].astype(np.int64)
+        return np.sort(idx) if mode == "sorted" else idx
     raise ValueError(f"unknown sampling mode {mode!r}; choose one of {', '.join(SAMPLING_MODES)}")
