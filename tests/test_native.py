@@ -113,28 +113,64 @@ def test_stem_conv_matches_library(channels, kernel, width):
 
 
 @needs_kernels
-# C_in 16 and 32 (16-lane tiles on AVX-512), 8 and 24 (8-lane tiles); C_out 8, 16 (one 16-channel
-# group) and 24 (three 8-channel groups); widths below, at and between multiples of the lanes,
-# one and two column blocks; kH 1 and 7 (rows past the frame's top and bottom skipped), kW 1-5.
+# Column schedule (kT = 1, frames >= 16 wide, channels in multiples of 8): C_in 16 and 32 (16-lane
+# tiles on AVX-512), 8 and 24 (8-lane tiles); C_out 8, 16 (one 16-channel group) and 24 (three
+# 8-channel groups); widths at and between multiples of the lanes, one to four column blocks
+# (the 3-, 2- and 1-block steps); kH 1 and 7 (rows past the frame's top and bottom skipped).
+# Output-channel schedule (every other shape): the blocks' temporal convs (3x1x1, 8 and 10
+# outputs), 10 outputs on 16x11 frames, 64 -> 64 1x1x1 (four vectors per step), 1-5 channels,
+# kT = 3 over T = 1 and 2 (taps past the sequence skipped), a frame narrower than the kernel.
 @pytest.mark.parametrize("cin,cout,kernel,height,width", [
-    (16, 8, (7, 3), 9, 44), (32, 16, (3, 3), 5, 33), (8, 8, (5, 3), 6, 22), (24, 24, (3, 5), 4, 17),
-    (16, 24, (1, 3), 3, 16), (8, 16, (3, 1), 7, 3), (16, 8, (7, 3), 2, 50),
+    (16, 8, (1, 7, 3), 9, 44), (32, 16, (1, 3, 3), 5, 33), (8, 8, (1, 5, 3), 6, 22), (24, 24, (1, 3, 5), 4, 17),
+    (16, 24, (1, 1, 3), 3, 16), (16, 8, (1, 7, 3), 2, 50), (8, 8, (1, 3, 3), 3, 64),
+    (8, 16, (1, 3, 1), 7, 3), (16, 8, (3, 1, 1), 5, 44), (32, 10, (3, 1, 1), 16, 11), (32, 10, (1, 3, 3), 16, 11),
+    (64, 64, (1, 1, 1), 4, 11), (3, 5, (3, 3, 3), 5, 7), (1, 2, (3, 5, 3), 4, 2), (24, 20, (3, 3, 5), 3, 9),
 ])
-def test_frame_conv_matches_library(cin, cout, kernel, height, width):
+def test_conv3d_same_matches_library(cin, cout, kernel, height, width):
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2, cin, 3, height, width, generator=gen, dtype=torch.float64)
-    w = torch.randn(cout, cin, 1, *kernel, generator=gen, dtype=torch.float64)
-    b = torch.randn(cout, generator=gen, dtype=torch.float64)
-    pad = (0, kernel[0] // 2, kernel[1] // 2)
-    xf = x.float().contiguous(memory_format=CL)
-    for bias, relu in ((b, True), (None, False)):
-        out = ops.frame_conv3d(xf, w.float(), None if bias is None else bias.float(), relu)
-        ref = F.conv3d(x, w, bias, padding=pad)
-        assert out.is_contiguous(memory_format=CL)
-        torch.testing.assert_close(out.double(), F.relu(ref) if relu else ref, atol=1e-4, rtol=1e-5)
-    # the default layout in is read correctly too
-    torch.testing.assert_close(ops.frame_conv3d(x.float(), w.float(), b.float(), True),
-                               ops.frame_conv3d(xf, w.float(), b.float(), True))
+    for t in (1, 3):
+        x = torch.randn(2, cin, t, height, width, generator=gen, dtype=torch.float64)
+        w = torch.randn(cout, cin, *kernel, generator=gen, dtype=torch.float64)
+        b = torch.randn(cout, generator=gen, dtype=torch.float64)
+        pad = tuple(k // 2 for k in kernel)
+        xf = x.float().contiguous(memory_format=CL)
+        for bias, relu in ((b, True), (None, False)):
+            out = ops.conv3d_same(xf, w.float(), None if bias is None else bias.float(), relu)
+            ref = F.conv3d(x, w, bias, padding=pad)
+            assert out.is_contiguous(memory_format=CL)
+            torch.testing.assert_close(out.double(), F.relu(ref) if relu else ref, atol=1e-4, rtol=1e-5)
+        # the default layout in is read correctly too
+        torch.testing.assert_close(ops.conv3d_same(x.float(), w.float(), b.float(), True),
+                                   ops.conv3d_same(xf, w.float(), b.float(), True))
+
+
+@needs_kernels
+# The model's first two blocks (16 channels, 8-channel branches, 64x44 and 32x22 frames) and a
+# 16x16 third block (32 channels, 10-channel branches: output-channel schedule), a block without
+# its spatial branch, and 12 channels (8-lane joint, column-schedule spatial branch at 8 lanes).
+@pytest.mark.parametrize("c,m,kernel,height,width,stripes,branches", [
+    (16, 8, (3, 7, 3), 64, 44, 8, "tsj"), (16, 8, (3, 5, 3), 32, 22, 8, "tsj"), (32, 10, (3, 3, 3), 16, 16, 8, "tsj"),
+    (16, 8, (3, 7, 3), 21, 19, 4, "tj"), (24, 8, (3, 3, 5), 9, 17, 2, "sj"),
+])
+@pytest.mark.parametrize("pool", [False, True])
+def test_lstc_block_matches_its_composition(c, m, kernel, height, width, stripes, branches, pool):
+    gen = torch.Generator().manual_seed(5)
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)  # noqa: E731
+    kt, kh, kw = kernel
+    x = torch.relu(r(2, c, 3, height, width))
+    args = [x, r(m, c, kt, 1, 1), r(m), r(m, c, 1, kh, kw), r(m), r(c, 1, kt, kh, kw), stripes,
+            r(m, c, 1, 1, 1), r(m), None, None, pool]
+    if "t" not in branches:
+        args[1] = args[2] = None
+    if "s" not in branches:
+        args[3] = args[4] = None
+    args[9], args[10] = r(2 * m, m * len(branches), 1, 1, 1), r(2 * m)
+    ref = ops.reference.lstc_block(*args)
+    fargs = [a.float() if isinstance(a, torch.Tensor) else a for a in args]
+    fargs[0] = fargs[0].contiguous(memory_format=CL)
+    out = ops.lstc_block(*fargs)
+    assert out.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=1e-5)
 
 
 @needs_kernels

@@ -44,10 +44,12 @@ def _samples(dtype=torch.float32, grad=True):
                                                  [3, 5, 3], 4)),
         ("stem_conv3d", (r(2, 1, 1, 7, 5), r(5, 1, 3, 3, 3, seed=1), r(5, seed=2), True)),
         ("stem_conv3d", (r(1, 1, 3, 6, 9, seed=3), r(8, 1, 3, 5, 3, seed=4), None, False)),
-        # per-frame conv: 8 -> 8 channels (the kernel, with and without bias), 3 -> 2 (the formulation)
-        ("frame_conv3d", (r(1, 8, 2, 5, 19, seed=7), r(8, 8, 1, 3, 3, seed=8), r(8, seed=9), True)),
-        ("frame_conv3d", (r(2, 8, 1, 4, 6, seed=10), r(8, 8, 1, 5, 1, seed=11), None, False)),
-        ("frame_conv3d", (r(1, 3, 2, 4, 5, seed=12), r(2, 3, 1, 3, 3, seed=13), r(2, seed=14), True)),
+        # 'same' conv: per-frame 8 -> 8 on 19-wide frames (column schedule), 8 -> 8 (1, 5, 1) on
+        # 6-wide frames, 3 -> 2 (3, 3, 3) over T = 2 and 8 -> 10 (3, 1, 1) (output-channel schedule)
+        ("conv3d_same", (r(1, 8, 2, 5, 19, seed=7), r(8, 8, 1, 3, 3, seed=8), r(8, seed=9), True)),
+        ("conv3d_same", (r(2, 8, 1, 4, 6, seed=10), r(8, 8, 1, 5, 1, seed=11), None, False)),
+        ("conv3d_same", (r(1, 3, 2, 4, 5, seed=12), r(2, 3, 3, 3, 3, seed=13), r(2, seed=14), True)),
+        ("conv3d_same", (r(1, 8, 3, 2, 3, seed=15), r(10, 8, 3, 1, 1, seed=16), r(10, seed=17), False)),
         ("stem_conv3d_weight_grad", (r(2, 1, 1, 7, 5, g=False), r(2, 5, 1, 7, 5, seed=1, g=False), [3, 3, 3])),
         ("max_pool_hw2", (r(2, 3, 1, 7, 9),)),  # odd H and W: last row/column dropped
         ("max_pool_hw2", (r(1, 1, 2, 4, 4, seed=1),)),
@@ -62,6 +64,18 @@ def _samples(dtype=torch.float32, grad=True):
                         r(3, 4, 1, 1, 1, seed=3), r(3, seed=4), r(6, 8, 1, 1, 1, seed=5), r(6, seed=6))),
         # only a ready joint output (the dynamic branch alone), 8 outputs: the blocked loop
         ("block_tail", ([], r(1, 16, 2, 3, 4, seed=7), None, None, r(8, 16, 1, 1, 1, seed=8), r(8, seed=9))),
+        # whole block: 8 channels on 9x17 frames (column-schedule spatial branch, 8-lane joint), T=2
+        ("lstc_block", (r(1, 8, 2, 9, 17, seed=10), r(8, 8, 3, 1, 1, seed=11), r(8, seed=12),
+                        r(8, 8, 1, 5, 3, seed=13), r(8, seed=14), r(8, 1, 3, 5, 3, seed=15), 2,
+                        r(8, 8, 1, 1, 1, seed=16), r(8, seed=17), r(8, 24, 1, 1, 1, seed=18), r(8, seed=19), False)),
+        # 3 channels, no temporal branch, H=7 over S=3 stripes, T=1 (generic joint, output-channel
+        # schedule), pooled to 3x2 (odd last row and column dropped)
+        ("lstc_block", (r(2, 3, 1, 7, 5, seed=20), None, None, r(2, 3, 1, 3, 3, seed=21), r(2, seed=22),
+                        r(3, 1, 3, 3, 3, seed=23), 3, r(4, 3, 1, 1, 1, seed=24), r(4, seed=25),
+                        r(5, 6, 1, 1, 1, seed=26), r(5, seed=27), True)),
+        # the temporal branch alone
+        ("lstc_block", (r(1, 4, 3, 2, 3, seed=28), r(6, 4, 3, 1, 1, seed=29), r(6, seed=30), None, None, None, 1,
+                        None, None, r(3, 6, 1, 1, 1, seed=31), r(3, seed=32), False)),
         ("batch_norm_relu_concat_backward", (r(2, 6, 1, 5, 7, g=False), [r(2, 3, 1, 5, 7, seed=1, g=False),
                                              r(2, 1, 1, 5, 7, seed=2, g=False)],
                                              [torch.rand(3, dtype=dtype) + 0.5, torch.rand(1, dtype=dtype) + 0.5],
@@ -136,12 +150,12 @@ def test_ops_reject_bad_arguments():
         ops.stripe_depthwise_conv3d(x, torch.zeros(3, 1, 3, 3, 3), 9)
     with pytest.raises(ValueError, match="weight"):
         ops.stripe_depthwise_conv3d(x, torch.zeros(4, 1, 3, 3, 3), 2)
-    with pytest.raises(ValueError, match="C_out, C_in, 1, kH, kW"):
-        ops.frame_conv3d(x, torch.zeros(8, 3, 3, 3, 3), None, True)  # a kernel with kT > 1
+    with pytest.raises(ValueError, match="C_out, C_in, kT, kH, kW"):
+        ops.conv3d_same(x, torch.zeros(8, 4, 3, 3, 3), None, True)  # 4 input channels for 3
     with pytest.raises(ValueError, match="odd"):
-        ops.frame_conv3d(x, torch.zeros(8, 3, 1, 2, 3), None, True)
+        ops.conv3d_same(x, torch.zeros(8, 3, 1, 2, 3), None, True)
     with pytest.raises(ValueError, match="bias"):
-        ops.frame_conv3d(x, torch.zeros(8, 3, 1, 3, 3), torch.zeros(7), True)
+        ops.conv3d_same(x, torch.zeros(8, 3, 1, 3, 3), torch.zeros(7), True)
     with pytest.raises(ValueError, match="N, T, H, W"):
         ops.batch_norm_relu_concat([x], [torch.ones(3)], [torch.zeros(3)], [1e-5], [torch.zeros(1, 2, 2, 4, 4)])
 

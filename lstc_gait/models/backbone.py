@@ -23,7 +23,6 @@ from .blocks import AsymmetricBlock
 from .convbn import bn_is_folding, bn_scale_shift, conv_bn_relu
 from .memory_format import recording_graph, to_channels_last
 from .pooling import LSTP, POOLING_MODES
-from .spatial_pool import SpatialMaxPool2
 from .stripes import check_stripes
 
 # The original lstc-gait project's fixed block kernels (the compat importer's architecture).
@@ -151,10 +150,8 @@ class LSTCBackbone(nn.Module):
                         min_branch_width=min_branch_width, dynamic_experts=dynamic_experts,
                         dynamic_gate_hidden=dynamic_gate_hidden, dynamic_temperature=dynamic_temperature)
         self.stem = conv_bn_relu(in_channels, c1, 3, 1)
-        self.block1 = AsymmetricBlock(c1, c1, kernels[0], **block_kw)
-        self.pool1 = SpatialMaxPool2()
-        self.block2 = AsymmetricBlock(c1, c2, kernels[1], **block_kw)
-        self.pool2 = SpatialMaxPool2()
+        self.block1 = AsymmetricBlock(c1, c1, kernels[0], **block_kw)  # each of the first two is followed
+        self.block2 = AsymmetricBlock(c1, c2, kernels[1], **block_kw)  # by a 2x2 max-pool (forward)
         self.block3 = AsymmetricBlock(c2, c3, kernels[2], **block_kw)
         self.head = conv_bn_relu(c3, c3, 1)
         self.lstp = LSTP(num_stripes, pooling, topk, temperature, spatial_pooling)
@@ -259,10 +256,9 @@ class LSTCBackbone(nn.Module):
         # A 1-channel input's layout is ambiguous to the conv, which then answers in the default
         # layout: restore channels_last_3d for everything after the stem.
         y = to_channels_last(self.stem(x))
-        y = self.block1(_masked(y, mask, self.block1), mask)
-        y = self.pool1(y)
-        y = self.block2(_masked(y, mask, self.block2), mask)
-        y = self.pool2(y)
+        # the 2x2 max-pools after the first two blocks run inside them (fused at inference)
+        y = self.block1(_masked(y, mask, self.block1), mask, pool=True)
+        y = self.block2(_masked(y, mask, self.block2), mask, pool=True)
         y = self.block3(_masked(y, mask, self.block3), mask)
         y = self.head(y)
         flat, parts = self.lstp(y, lengths)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..ops.library import native_kernels
 from .bn_relu import BranchOutput, batch_norm_relu_concat
 from .convbn import bn_is_folding, conv_bn_relu, fold_conv_bn
 from .dynamic import DynamicConv3d
 from .lstc import LSTC, _triple
 from .memory_format import recording_graph
+from .spatial_pool import max_pool_hw2
 
 BRANCH_WIDTH_RULES = ("half_split", "full")
 
@@ -126,28 +128,37 @@ class AsymmetricBlock(nn.Module):
         """True when some branch looks across frames (so padded frames must be zeroed first)."""
         return self.kernel_size[0] > 1 and (self.branch_temporal is not None or self.branch_joint is not None)
 
-    def forward(self, x: Tensor, time_mask: Tensor | None = None) -> Tensor:
-        """Run the branches and the fuse.
+    def forward(self, x: Tensor, time_mask: Tensor | None = None, pool: bool = False) -> Tensor:
+        """Run the branches and the fuse (and the 2x2 max-pool that follows the first two blocks).
 
         In training the branches' BN + ReLU and the concatenation run as one op node
         (``lstc_gait::batch_norm_relu_concat``); at inference with every BN folded (float32, no
-        autocast, not being exported) the joint pointwise conv, concatenation and fuse run as
-        ``lstc_gait::block_tail``.
+        autocast, not being exported) the whole block with an LSTC joint, pool included, runs as
+        ``lstc_gait::lstc_block`` on frames of at least 16 x 16, and otherwise the joint pointwise
+        conv, concatenation and fuse run as ``lstc_gait::block_tail``.
 
         Args:
             x: ``(N, C_in, T, H, W)`` float activations; frames past each sequence's length must
                 already be zero.
             time_mask: ``(N, 1, T, 1, 1)`` float mask, 1 at valid frames, 0 at padding (used by the
                 dynamic gate's average pool); None: all frames valid.
+            pool: Follow with a 2x2 spatial max-pool (:func:`~lstc_gait.models.spatial_pool.max_pool_hw2`).
 
         Returns:
-            ``(N, C_out, T, H, W)`` in channels_last_3d memory (except while exporting), ``x``'s dtype.
+            ``(N, C_out, T, H, W)`` (``H // 2, W // 2`` with ``pool``) in channels_last_3d memory
+            (except while exporting), ``x``'s dtype.
 
         Raises:
             ValueError: When ``x`` is not ``(N, C_in, T, H, W)`` (dynamic joint) or ``H`` is smaller
                 than ``num_stripes`` (LSTC joint).
             RuntimeError: For other shape mismatches, from the convolutions.
         """
+        if self._fused_tail(x) and self._whole_block(x):
+            return self._forward_whole_block(x, pool)
+        y = self._forward_unfused(x, time_mask)
+        return max_pool_hw2(y) if pool else y
+
+    def _forward_unfused(self, x: Tensor, time_mask: Tensor | None) -> Tensor:
         if self._fused_tail(x):
             return self._forward_fused_tail(x, time_mask)
         parts: list[BranchOutput] = []
@@ -180,3 +191,26 @@ class AsymmetricBlock(nn.Module):
             joint = self.branch_joint(x, time_mask)
         fuse_weight, fuse_bias = fold_conv_bn(self.fuse[0].weight, self.fuse[0].bias, self.fuse[1])
         return torch.ops.lstc_gait.block_tail(direct, joint, joint_weight, joint_bias, fuse_weight, fuse_bias)
+
+    def _whole_block(self, x: Tensor) -> bool:
+        """The op ``lstc_gait::lstc_block`` runs the whole block: an LSTC (or no) joint branch, every
+        BN folded, C++ kernels for ``x``, and frames of at least 16 x 16 (on 16x11 frames the
+        unfused path, with oneDNN's 10-channel convs, measured faster; docs/performance.md)."""
+        if isinstance(self.branch_joint, DynamicConv3d) or x.shape[3] < 16 or x.shape[4] < 16:
+            return False
+        branches = [b for b in (self.branch_temporal, self.branch_spatial) if b is not None]
+        return all(bn_is_folding(b[1]) for b in branches) and native_kernels(x)
+
+    def _forward_whole_block(self, x: Tensor, pool: bool) -> Tensor:
+        folded: list[Tensor | None] = []
+        for branch in (self.branch_temporal, self.branch_spatial):
+            folded.extend(fold_conv_bn(branch[0].weight, branch[0].bias, branch[1]) if branch is not None
+                          else (None, None))
+        joint_weight = pw_weight = pw_bias = None
+        num_stripes = 1
+        if isinstance(self.branch_joint, LSTC):
+            joint_weight, num_stripes = self.branch_joint.depthwise.weight, self.branch_joint.num_stripes
+            pw_weight, pw_bias = fold_conv_bn(self.branch_joint.pointwise.weight, None, self.branch_joint.bn)
+        fuse_weight, fuse_bias = fold_conv_bn(self.fuse[0].weight, self.fuse[0].bias, self.fuse[1])
+        return torch.ops.lstc_gait.lstc_block(x, *folded, joint_weight, num_stripes, pw_weight, pw_bias,
+                                              fuse_weight, fuse_bias, pool)

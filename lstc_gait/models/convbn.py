@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.library import frame_conv_native, native_kernels
+from ..ops.library import native_kernels
 from .bn_relu import BranchOutput, batch_norm_relu_concat
 from .memory_format import recording_graph, to_channels_last
 
@@ -109,9 +109,8 @@ def conv3d_inference(x: Tensor, weight: Tensor, bias: Tensor | None, stride=1, p
     On CPU float32 without autograd this calls oneDNN directly with the ReLU fused into the
     convolution: PyTorch's dispatcher sends small single-sequence 3D convs (N=1 and N*C*T*H <=
     20480) to its slow reference kernel, 5-10x slower than oneDNN at the model's shapes, and the
-    separate ReLU is one more pass over the activation. A 'same' ``(1, kH, kW)`` conv (the blocks'
-    spatial branch) with channel counts that are multiples of 8, on frames at least 16 wide, runs
-    as the op ``lstc_gait::frame_conv3d`` instead (faster than oneDNN at 8 output channels). Under
+    separate ReLU is one more pass over the activation. The 'same' convs oneDNN runs slowly (see
+    :func:`_conv_same_case`) run as the op ``lstc_gait::conv3d_same`` instead. Under
     ``torch.compile`` the library ops run (the compiler fuses the ReLU itself).
 
     Args:
@@ -134,8 +133,8 @@ def conv3d_inference(x: Tensor, weight: Tensor, bias: Tensor | None, stride=1, p
             and not torch.compiler.is_compiling() and not recording_graph()
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                                    or (bias is not None and bias.requires_grad)))):
-        if _frame_conv_case(x, weight, stride, padding, dilation, groups):
-            return torch.ops.lstc_gait.frame_conv3d(x, weight, bias, relu)
+        if _conv_same_case(x, weight, stride, padding, dilation, groups):
+            return torch.ops.lstc_gait.conv3d_same(x, weight, bias, relu)
         return torch.ops.mkldnn._convolution_pointwise(
             x, weight.contiguous(), bias, _triple_arg(padding), _triple_arg(stride), _triple_arg(dilation),
             groups, "relu" if relu else "none", [], "")
@@ -143,17 +142,22 @@ def conv3d_inference(x: Tensor, weight: Tensor, bias: Tensor | None, stride=1, p
     return F.relu(y, inplace=True) if relu else y
 
 
-def _frame_conv_case(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> bool:
-    """A 'same' ``(1, kH, kW)`` conv the op ``lstc_gait::frame_conv3d`` runs faster than oneDNN.
+def _conv_same_case(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> bool:
+    """A 'same' conv the op ``lstc_gait::conv3d_same`` runs faster than oneDNN.
 
-    Measured (docs/performance.md): 1.3-1.5x at frame widths of 22 and 44 with 8-32 channels,
-    slower at width 11, so narrow frames stay on oneDNN.
+    Measured in one process against oneDNN's fused conv + ReLU (docs/performance.md): per-frame
+    ``(1, kH, kW)`` convs on frames at least 16 wide with channels in multiples of 8 (the blocks'
+    spatial branch: 1.6-2.3x), and convs with at most 8 output channels from at least 8 (the first
+    two blocks' temporal branch: 1.2-1.6x); at 10 output channels on 16x11 frames oneDNN is level
+    or faster, so those stay there.
     """
-    k_t, k_h, k_w = weight.shape[2:]
-    return (k_t == 1 and k_h * k_w > 1 and groups == 1 and x.shape[4] >= 16
-            and _triple_arg(stride) == [1, 1, 1] and _triple_arg(dilation) == [1, 1, 1]
-            and _triple_arg(padding) == [0, k_h // 2, k_w // 2] and k_h % 2 == 1 and k_w % 2 == 1
-            and frame_conv_native(x, weight) and native_kernels(x, weight))
+    c_out, c_in, k_t, k_h, k_w = weight.shape
+    if not (groups == 1 and all(k % 2 == 1 for k in (k_t, k_h, k_w)) and _triple_arg(stride) == [1, 1, 1]
+            and _triple_arg(dilation) == [1, 1, 1] and _triple_arg(padding) == [k_t // 2, k_h // 2, k_w // 2]):
+        return False
+    column = k_t == 1 and k_h * k_w > 1 and x.shape[4] >= 16 and c_in % 8 == 0 and c_out % 8 == 0
+    narrow = c_out <= 8 and c_in >= 8
+    return (column or narrow) and native_kernels(x, weight)
 
 
 def _triple_arg(v) -> list[int]:

@@ -27,8 +27,8 @@ __all__ = [
     "batch_norm_relu_concat_backward",
     "max_pool_hw2",
     "max_pool_hw2_backward",
-    "frame_conv3d",
-    "frame_conv_native",
+    "conv3d_same",
+    "lstc_block",
     "native_kernels",
     "stem_conv3d",
     "stem_conv3d_weight_grad",
@@ -223,7 +223,7 @@ def _(x: Tensor, grad_out: Tensor, kernel_size: Sequence[int]) -> Tensor:
 
 
 def _conv_relu_setup(ctx, inputs, output) -> None:
-    """Autograd context of the ``(x, weight, bias, relu)`` conv ops (stem and frame conv)."""
+    """Autograd context of the ``(x, weight, bias, relu)`` conv ops (stem and ``conv3d_same``)."""
     x, weight, bias, relu = inputs
     ctx.save_for_backward(x, weight, output if relu else None)
     ctx.relu, ctx.has_bias = relu, bias is not None
@@ -255,34 +255,31 @@ def _stem_backward(ctx, grad: Tensor):
 stem_conv3d.register_autograd(_stem_backward, setup_context=_conv_relu_setup)
 
 
-# --------------------------------------------------------------------------- per-frame 2D conv
-def _check_frame_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
-    if x.dim() != 5 or weight.dim() != 5 or weight.shape[1] != x.shape[1] or weight.shape[2] != 1:
-        raise ValueError("frame_conv3d expects x (N, C_in, T, H, W) and weight (C_out, C_in, 1, kH, kW), got "
+# --------------------------------------------------------------------------- dense 'same' conv
+def _check_conv_same(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    if x.dim() != 5 or weight.dim() != 5 or weight.shape[1] != x.shape[1]:
+        raise ValueError("conv3d_same expects x (N, C_in, T, H, W) and weight (C_out, C_in, kT, kH, kW), got "
                          f"{tuple(x.shape)} and {tuple(weight.shape)}")
-    _check_odd_kernel(weight.shape[2:], "frame_conv3d")
+    _check_odd_kernel(weight.shape[2:], "conv3d_same")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"frame_conv3d bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
+        raise ValueError(f"conv3d_same bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
 
 
-def frame_conv_native(x: Tensor, weight: Tensor) -> bool:
-    """Whether ``frame_conv3d`` has a C++ kernel for these channel counts (both multiples of 8)."""
-    return x.shape[1] % 8 == 0 and weight.shape[0] % 8 == 0
+@torch.library.custom_op("lstc_gait::conv3d_same", mutates_args=())
+def conv3d_same(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
+    """A dense stride-1 conv3d with 'same' zero padding (``k // 2``), + bias, + optional ReLU.
 
-
-@torch.library.custom_op("lstc_gait::frame_conv3d", mutates_args=())
-def frame_conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
-    """A ``(1, kH, kW)`` 'same' conv3d (a 2D conv of every frame), + bias, + optional ReLU.
-
-    Schema: ``lstc_gait::frame_conv3d(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor``.
-    The asymmetric blocks' spatial branch at inference (its BN folded into ``weight`` and
-    ``bias``). oneDNN blocks output channels by 16 and runs the narrow branch (8 output channels)
-    at a fraction of its speed; the kernel vectorises over output columns instead. Math:
-    :func:`lstc_gait.ops.reference.frame_conv3d`.
+    Schema: ``lstc_gait::conv3d_same(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor``.
+    The asymmetric blocks' temporal and spatial branches and the backbone's 1x1x1 conv at
+    inference (their BN folded into ``weight`` and ``bias``). oneDNN blocks output channels by 16
+    and runs these narrow convs (8-10 output channels) at a fraction of its speed; the kernel
+    vectorises over output columns (per frame, ``kT == 1``, frames at least 16 wide, channels in
+    multiples of 8) or over output channels (every other shape). Math:
+    :func:`lstc_gait.ops.reference.conv3d_same`.
 
     Args:
         x: ``(N, C_in, T, H, W)`` float tensor.
-        weight: ``(C_out, C_in, 1, kH, kW)``, odd ``kH`` and ``kW``.
+        weight: ``(C_out, C_in, kT, kH, kW)``, odd kernel sizes.
         bias: ``(C_out,)`` or None.
         relu: Apply a ReLU.
 
@@ -292,21 +289,21 @@ def frame_conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> 
     Raises:
         ValueError: For malformed shapes or even kernels.
     """
-    _check_frame_conv(x, weight, bias)
-    if native_kernels(x, weight, bias) and frame_conv_native(x, weight):
-        return torch.ops.lstc_gait_cpu.frame_conv3d(x, weight, bias, relu)
-    return reference.frame_conv3d(x, weight, bias, relu)
+    _check_conv_same(x, weight, bias)
+    if native_kernels(x, weight, bias):
+        return torch.ops.lstc_gait_cpu.conv3d_same(x, weight, bias, relu)
+    return reference.conv3d_same(x, weight, bias, relu)
 
 
-@frame_conv3d.register_fake
+@conv3d_same.register_fake
 def _(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
-    _check_frame_conv(x, weight, bias)
+    _check_conv_same(x, weight, bias)
     return _cl_empty(x, (x.shape[0], weight.shape[0], *x.shape[2:]))
 
 
-def _frame_backward(ctx, grad: Tensor):
+def _conv_same_backward(ctx, grad: Tensor):
     x, weight, grad = _conv_relu_saved(ctx, grad)
-    padding = [0, weight.shape[3] // 2, weight.shape[4] // 2]
+    padding = [k // 2 for k in weight.shape[2:]]
     grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
         grad, x, weight, None, [1, 1, 1], padding, [1, 1, 1], False, [0, 0, 0], 1,
         [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
@@ -314,7 +311,7 @@ def _frame_backward(ctx, grad: Tensor):
     return grad_x, grad_w, grad_b, None
 
 
-frame_conv3d.register_autograd(_frame_backward, setup_context=_conv_relu_setup)
+conv3d_same.register_autograd(_conv_same_backward, setup_context=_conv_relu_setup)
 
 
 # --------------------------------------------------------------------------- 2x2 max-pool
@@ -620,3 +617,112 @@ def _tail_backward(ctx, grad: Tensor):
 
 
 block_tail.register_autograd(_tail_backward, setup_context=_tail_setup)
+
+
+# --------------------------------------------------------------------------- whole block
+def _check_block(x: Tensor, temporal_weight, temporal_bias, spatial_weight, spatial_bias, joint_weight,
+                 num_stripes: int, joint_pw_weight, joint_pw_bias, fuse_weight: Tensor, fuse_bias: Tensor,
+                 pool: bool) -> int:
+    if x.dim() != 5:
+        raise ValueError(f"lstc_block expects x (N, C, T, H, W), got {tuple(x.shape)}")
+    width = 0
+    for w, b in ((temporal_weight, temporal_bias), (spatial_weight, spatial_bias)):
+        if w is not None:
+            _check_conv_same(x, w, b)
+            width += w.shape[0]
+    if joint_weight is not None:
+        _check_depthwise(x, joint_weight, num_stripes)
+        if (joint_pw_weight is None or joint_pw_bias is None or joint_pw_weight.shape[1] != x.shape[1]
+                or tuple(joint_pw_bias.shape) != (joint_pw_weight.shape[0],)):
+            raise ValueError("lstc_block: joint_pw_weight must be (C_z, C, 1, 1, 1) with joint_pw_bias (C_z,) "
+                             "when joint_weight is given")
+        width += joint_pw_weight.shape[0]
+    if width == 0:
+        raise ValueError("lstc_block needs at least one branch")
+    if fuse_weight.shape[1] != width or tuple(fuse_bias.shape) != (fuse_weight.shape[0],):
+        raise ValueError(f"lstc_block: fuse_weight takes {fuse_weight.shape[1]} channels, the branches give {width}")
+    return fuse_weight.shape[0]
+
+
+@torch.library.custom_op("lstc_gait::lstc_block", mutates_args=())
+def lstc_block(x: Tensor, temporal_weight: Tensor | None, temporal_bias: Tensor | None,
+               spatial_weight: Tensor | None, spatial_bias: Tensor | None, joint_weight: Tensor | None,
+               num_stripes: int, joint_pw_weight: Tensor | None, joint_pw_bias: Tensor | None,
+               fuse_weight: Tensor, fuse_bias: Tensor, pool: bool) -> Tensor:
+    """An asymmetric block with an LSTC joint branch at inference (every BN folded), in one op.
+
+    Schema: ``lstc_gait::lstc_block(Tensor x, Tensor? temporal_weight, Tensor? temporal_bias,
+    Tensor? spatial_weight, Tensor? spatial_bias, Tensor? joint_weight, SymInt num_stripes,
+    Tensor? joint_pw_weight, Tensor? joint_pw_bias, Tensor fuse_weight, Tensor fuse_bias,
+    bool pool) -> Tensor``. The composition of ``conv3d_same`` (temporal and spatial branches,
+    ReLU), ``stripe_depthwise_conv3d`` (joint), ``block_tail`` and, with ``pool``,
+    ``max_pool_hw2``: :func:`lstc_gait.ops.reference.lstc_block`. The C++ kernel runs it one
+    frame at a time with the frame's branch outputs in per-thread scratch, so the block writes
+    only its (pooled) output; fresh branch tensors cost a page fault per 4 KiB at first touch
+    (docs/performance.md). The gradient is the composition's (recomputed in the backward).
+
+    Args:
+        x: ``(N, C, T, H, W)`` float tensor, frames past each sequence's length already zero.
+        temporal_weight: ``(C_t, C, kT, kH, kW)`` (odd sizes, 'same' padding) or None.
+        temporal_bias: ``(C_t,)`` or None.
+        spatial_weight: ``(C_s, C, kT, kH, kW)`` or None.
+        spatial_bias: ``(C_s,)`` or None.
+        joint_weight: ``(C, 1, kT, kH, kW)`` stripe depthwise kernel, or None (no joint branch).
+        num_stripes: ``S``, ``1 <= S <= H``.
+        joint_pw_weight: ``(C_z, C, 1, 1, 1)`` joint pointwise conv (BN folded), with ``joint_weight``.
+        joint_pw_bias: ``(C_z,)``.
+        fuse_weight: ``(C_out, C_t + C_s + C_z, 1, 1, 1)`` (BN folded).
+        fuse_bias: ``(C_out,)``.
+        pool: Follow with a 2x2 spatial max-pool (odd last row/column dropped).
+
+    Returns:
+        ``relu(fuse(cat(branches)))``, ``(N, C_out, T, H, W)`` (``(N, C_out, T, H // 2, W // 2)``
+        with ``pool``) in channels_last_3d memory.
+
+    Raises:
+        ValueError: For malformed shapes, even kernels, a bad ``num_stripes`` or no branch.
+    """
+    args = (x, temporal_weight, temporal_bias, spatial_weight, spatial_bias, joint_weight, num_stripes,
+            joint_pw_weight, joint_pw_bias, fuse_weight, fuse_bias, pool)
+    _check_block(*args)
+    if native_kernels(*(a for a in args if isinstance(a, Tensor))):
+        return torch.ops.lstc_gait_cpu.lstc_block(*args)
+    return reference.lstc_block(*args)
+
+
+@lstc_block.register_fake
+def _(x, temporal_weight, temporal_bias, spatial_weight, spatial_bias, joint_weight, num_stripes,
+      joint_pw_weight, joint_pw_bias, fuse_weight, fuse_bias, pool):
+    cout = _check_block(x, temporal_weight, temporal_bias, spatial_weight, spatial_bias, joint_weight,
+                        num_stripes, joint_pw_weight, joint_pw_bias, fuse_weight, fuse_bias, pool)
+    h, w = x.shape[3:]
+    return _cl_empty(x, (x.shape[0], cout, x.shape[2], h // 2, w // 2) if pool else (x.shape[0], cout, *x.shape[2:]))
+
+
+def _block_setup(ctx, inputs, output) -> None:
+    ctx.num_stripes, ctx.pool = inputs[6], inputs[11]
+    ctx.tensor_slots = [i for i, a in enumerate(inputs) if isinstance(a, Tensor)]
+    ctx.save_for_backward(*(inputs[i] for i in ctx.tensor_slots))
+
+
+def _block_backward(ctx, grad: Tensor):
+    args: list = [None] * 12
+    args[6], args[11] = ctx.num_stripes, ctx.pool
+    for slot, t in zip(ctx.tensor_slots, ctx.saved_tensors, strict=True):
+        args[slot] = t.detach().requires_grad_(ctx.needs_input_grad[slot])
+    wanted = [i for i in ctx.tensor_slots if ctx.needs_input_grad[i]]
+    grads: list = [None] * 12
+    with torch.enable_grad():
+        # the op's gradient is its composition's: the parts' ops and their autograd formulas
+        direct = [conv3d_same(args[0], args[w], args[w + 1], True) for w in (1, 3) if args[w] is not None]
+        joint = None if args[5] is None else stripe_depthwise_conv3d(args[0], args[5], args[6])
+        out = block_tail(direct, joint, args[7], args[8], args[9], args[10])
+        if ctx.pool:
+            out = max_pool_hw2(out)
+        found = torch.autograd.grad(out, [args[i] for i in wanted], grad, allow_unused=True)
+    for i, g in zip(wanted, found, strict=True):
+        grads[i] = g
+    return tuple(grads)
+
+
+lstc_block.register_autograd(_block_backward, setup_context=_block_setup)

@@ -326,17 +326,51 @@ def block_tail(direct: list[Tensor], joint: Tensor | None, joint_weight: Tensor 
     return F.relu(F.conv3d(cat, _as_conv1x1(fuse_weight), fuse_bias)).contiguous(memory_format=CL)
 
 
-def frame_conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
-    """A ``(1, kH, kW)`` conv3d with 'same' zero padding (a 2D conv of every frame), + bias, + ReLU.
+def conv3d_same(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
+    """A dense stride-1 conv3d with 'same' zero padding (``k // 2`` per axis), + bias, + ReLU.
 
     Args:
         x: ``(N, C_in, T, H, W)``.
-        weight: ``(C_out, C_in, 1, kH, kW)``, odd ``kH`` and ``kW``.
+        weight: ``(C_out, C_in, kT, kH, kW)``, odd kernel sizes.
         bias: ``(C_out,)`` or None.
         relu: Apply a ReLU.
 
     Returns:
         ``(N, C_out, T, H, W)`` in channels_last_3d memory.
     """
-    y = F.conv3d(x, weight, bias, padding=(0, weight.shape[3] // 2, weight.shape[4] // 2))
+    y = F.conv3d(x, weight, bias, padding=tuple(k // 2 for k in weight.shape[2:]))
     return (F.relu(y) if relu else y).contiguous(memory_format=CL)
+
+
+def lstc_block(x: Tensor, temporal_weight: Tensor | None, temporal_bias: Tensor | None,
+               spatial_weight: Tensor | None, spatial_bias: Tensor | None, joint_weight: Tensor | None,
+               num_stripes: int, joint_pw_weight: Tensor | None, joint_pw_bias: Tensor | None,
+               fuse_weight: Tensor, fuse_bias: Tensor, pool: bool) -> Tensor:
+    """An asymmetric block with an LSTC joint branch at inference (BNs folded), as its parts compose.
+
+    ``block_tail([relu(conv3d_same(x, W_t) + b_t), relu(conv3d_same(x, W_s) + b_s)],
+    stripe_depthwise_conv3d(x, W_j, S), W_pw, b_pw, W_f, b_f)``, absent branches left out, then
+    with ``pool`` :func:`max_pool_hw2`.
+
+    Args:
+        x: ``(N, C, T, H, W)``.
+        temporal_weight: ``(C_t, C, kT, kH, kW)`` (odd sizes) or None; ``temporal_bias`` ``(C_t,)``.
+        temporal_bias: See ``temporal_weight``.
+        spatial_weight: ``(C_s, C, kT, kH, kW)`` or None; ``spatial_bias`` ``(C_s,)``.
+        spatial_bias: See ``spatial_weight``.
+        joint_weight: ``(C, 1, kT, kH, kW)`` stripe depthwise kernel, or None (no joint branch).
+        num_stripes: ``S`` of the joint branch.
+        joint_pw_weight: ``(C_z, C[, 1, 1, 1])`` pointwise conv of the joint branch (with ``joint_weight``).
+        joint_pw_bias: ``(C_z,)``.
+        fuse_weight: ``(C_out, C_t + C_s + C_z[, 1, 1, 1])``.
+        fuse_bias: ``(C_out,)``.
+        pool: Follow with the 2x2 spatial max-pool.
+
+    Returns:
+        ``(N, C_out, T, H, W)`` (``H // 2, W // 2`` with ``pool``) in channels_last_3d memory.
+    """
+    direct = [conv3d_same(x, w, b, True) for w, b in ((temporal_weight, temporal_bias),
+                                                       (spatial_weight, spatial_bias)) if w is not None]
+    joint = None if joint_weight is None else stripe_depthwise_conv3d(x, joint_weight, num_stripes)
+    y = block_tail(direct, joint, joint_pw_weight, joint_pw_bias, fuse_weight, fuse_bias)
+    return max_pool_hw2(y) if pool else y

@@ -75,7 +75,8 @@ template <int V> static inline void transpose_tile(typename fvec<V>::type *r) {
     transpose_stage<V, 1>(r);
 }
 
-/* y[n,t,r,w,:] = sum_{a,b,d} x[n, t+a-pt, r+b-ph, w+d-pw, :] * k[a,b,d,:] (same-stripe rows only) */
+/* y[n,t,r,w,:] = sum_{a,b,d} x[n, t+a-pt, r+b-ph, w+d-pw, :] * k[a,b,d,:] (same-stripe rows only);
+ * `y` points at frame `begin`'s output. */
 static void forward_any_c(const float *__restrict__ x, const float *__restrict__ k, float *__restrict__ y,
                  i64 N, i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 kW, i64 S, i64 h,
                  i64 begin, i64 end) {
@@ -88,7 +89,7 @@ static void forward_any_c(const float *__restrict__ x, const float *__restrict__
             i64 lo, hi;
             stripe_rows(r, H, S, h, &lo, &hi);
             const i64 b0 = max64(0, lo - r + ph), b1 = min64(kH, hi - r + ph);
-            float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
+            float *__restrict__ out_row = y + (((nt - begin) * H + r) * W) * C;
             memset(out_row, 0, sizeof(float) * W * C);
             for (i64 a = a0; a < a1; ++a) {
                 for (i64 b = b0; b < b1; ++b) {
@@ -152,7 +153,7 @@ static void weight_grad_any_c(const float *__restrict__ x, const float *__restri
 #define WB3 8 /* output columns per register block when kW == 3 */
 
 /* Forward for C % V == 0: per (frame, row, V-channel block, 4 or 8 columns), one accumulator per
- * column (V = 16: one AVX-512 register per 16 channels). */
+ * column (V = 16: one AVX-512 register per 16 channels). `y` points at frame `begin`'s output. */
 template <int V>
 static void forward_cv(const float *__restrict__ x, const float *__restrict__ k, float *__restrict__ y,
                        i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH, i64 kW, i64 S, i64 h,
@@ -168,7 +169,7 @@ static void forward_cv(const float *__restrict__ x, const float *__restrict__ k,
             i64 lo, hi;
             stripe_rows(r, H, S, h, &lo, &hi);
             const i64 b0 = max64(0, lo - r + ph), b1 = min64(kH, hi - r + ph);
-            float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
+            float *__restrict__ out_row = y + (((nt - begin) * H + r) * W) * C;
             for (i64 cb = 0; cb < C; cb += V) {
                 i64 w = 0;
                 for (; w < W; ) {
@@ -490,11 +491,11 @@ at::Tensor stripe_depthwise_forward(const at::Tensor &x, const at::Tensor &weigh
     float *yp = y.data_ptr<float>();
     at::parallel_for(0, N * T, 1, [&](i64 begin, i64 end) {
         if (C % WIDE_LANES == 0)
-            forward_cv<WIDE_LANES>(xp, kp, yp, T, H, W, C, kT, kH, kW, S, h, begin, end);
+            forward_cv<WIDE_LANES>(xp, kp, yp + begin * H * W * C, T, H, W, C, kT, kH, kW, S, h, begin, end);
         else if (C % 8 == 0)
-            forward_cv<8>(xp, kp, yp, T, H, W, C, kT, kH, kW, S, h, begin, end);
+            forward_cv<8>(xp, kp, yp + begin * H * W * C, T, H, W, C, kT, kH, kW, S, h, begin, end);
         else
-            forward_any_c(xp, kp, yp, N, T, H, W, C, kT, kH, kW, S, h, begin, end);
+            forward_any_c(xp, kp, yp + begin * H * W * C, N, T, H, W, C, kT, kH, kW, S, h, begin, end);
     });
     return y;
 }
@@ -584,6 +585,20 @@ at::Tensor stem_conv3d_weight_grad(const at::Tensor &x, const at::Tensor &grad_o
     return kernel_from_partials(acc, kT, kH, kW, C);
 }
 
+/* out[j, :] = max of the 2x2 window at columns 2j, 2j + 1 of rows r0 and r1 (C channels each). */
+static void pool_row_pair(const float *r0, const float *r1, float *out, i64 Wo, i64 C) {
+    for (i64 j = 0; j < Wo; ++j) {
+        const float *__restrict__ v0 = r0 + 2 * j * C, *__restrict__ v1 = v0 + C;
+        const float *__restrict__ v2 = r1 + 2 * j * C, *__restrict__ v3 = v2 + C;
+        float *__restrict__ o = out + j * C;
+        for (i64 c = 0; c < C; ++c) {
+            WINDOW_MAX(v0, v1, v2, v3, c, m, k)
+            (void)k;
+            o[c] = m;
+        }
+    }
+}
+
 at::Tensor max_pool_hw2_forward(const at::Tensor &x) {
     check_float_cpu(x, "x");
     TORCH_CHECK(x.dim() == 5, "x must be (N, C, T, H, W), got ", x.sizes());
@@ -597,18 +612,8 @@ at::Tensor max_pool_hw2_forward(const at::Tensor &x) {
     at::parallel_for(0, F * Ho, 1, [&](i64 begin, i64 end) {
         for (i64 fr = begin; fr < end; ++fr) {
             const i64 f = fr / Ho, i = fr % Ho;
-            const float *r0 = xp + ((f * H + 2 * i) * W) * C, *r1 = r0 + W * C;
-            float *out = yp + ((f * Ho + i) * Wo) * C;
-            for (i64 j = 0; j < Wo; ++j) {
-                const float *__restrict__ v0 = r0 + 2 * j * C, *__restrict__ v1 = v0 + C;
-                const float *__restrict__ v2 = r1 + 2 * j * C, *__restrict__ v3 = v2 + C;
-                float *__restrict__ o = out + j * C;
-                for (i64 c = 0; c < C; ++c) {
-                    WINDOW_MAX(v0, v1, v2, v3, c, m, k)
-                    (void)k;
-                    o[c] = m;
-                }
-            }
+            const float *r0 = xp + ((f * H + 2 * i) * W) * C;
+            pool_row_pair(r0, r0 + W * C, yp + ((f * Ho + i) * Wo) * C, Wo, C);
         }
     });
     return y;
@@ -863,20 +868,67 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> batch_norm_relu_conc
     return {grad_inputs, grad_weight, grad_bias};
 }
 
-/* ---- per-frame 2D conv (a (1, kH, kW) conv3d, 'same' padding): the blocks' spatial branch ------
- * y[f, r, w, o] = act(bias[o] + sum_{b, d, i} x[f, r+b-ph, w+d-pw, i] * k[b, d, i, o]). Vectorised
+/* ---- dense 'same' conv3d (stride 1, zero padding k // 2), + bias, + optional ReLU --------------
+ * y[n, t, r, w, o] = act(bias[o] + sum_{a, b, d, i} x[n, t+a-pt, r+b-ph, w+d-pw, i] * k[a, b, d, i, o]).
+ * Two schedules: per-frame column vectors (kT == 1, frames >= 16 wide, channels in multiples of 8)
+ * and output-channel vectors (everything else: the narrow branches' temporal convs, 16x11 frames,
+ * channel counts such as 10). oneDNN blocks output channels by 16 and runs these narrow convs at
+ * a fraction of its speed (docs/performance.md). */
+
+/* Column schedule, one frame: y[f, r, w, o] = act(bias[o] + sum_{b, d, i} x[f, r+b-ph, w+d-pw, i] * k[b, d, i, o]). Vectorised
  * over V output columns: each frame is first transposed (V x V register tiles) into zero-padded
  * channel-planar rows, so V neighbouring columns of one input channel are one vector load, and
  * every (tap, input channel) is one FMA per output channel with a broadcast weight; two column
  * blocks share each weight broadcast. Output tiles go back to channels-last through the same
  * in-register transpose, with bias and ReLU applied before. Needs C_in % V == 0 and
  * C_out % CG == 0. */
+/* NB neighbouring column blocks of V columns (output row r, channels g0 .. g0 + CG) share every
+ * weight broadcast: NB * CG accumulators, NB loads and CG broadcasts per (tap, input channel). */
+template <int V, int CG, int NB>
+static inline void frame_conv_block(const float *__restrict__ xT, const float *__restrict__ k,
+                                    const float *__restrict__ bias, bool relu, float *__restrict__ y, i64 r, i64 w0,
+                                    i64 g0, i64 H, i64 W, i64 Cin, i64 Cout, i64 kH, i64 kW, i64 L) {
+    typedef typename fvec<V>::type vec;
+    const i64 ph = kH / 2, b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
+    vec acc[NB][CG];
+    for (int c = 0; c < CG; ++c)
+        for (int q = 0; q < NB; ++q) acc[q][c] = (vec){} + (bias ? bias[g0 + c] : 0.0f);
+    for (i64 b = b0; b < b1; ++b) {
+        const float *xr = xT + ((r + b - ph) * Cin) * L + w0;
+        const float *kb = k + (b * kW) * Cin * Cout + g0;
+        for (i64 d = 0; d < kW; ++d) {
+            for (i64 i = 0; i < Cin; ++i) {
+                vec xv[NB];
+                for (int q = 0; q < NB; ++q) xv[q] = *(const vec *)(xr + i * L + d + q * V);
+                const float *kp = kb + (d * Cin + i) * Cout;
+                for (int c = 0; c < CG; ++c) {
+                    const float kc = kp[c];
+                    for (int q = 0; q < NB; ++q) acc[q][c] += xv[q] * kc;
+                }
+            }
+        }
+    }
+    for (int q = 0; q < NB; ++q) {
+        vec t[V];
+        for (int c = 0; c < V; ++c)
+            t[c] = c >= CG ? (vec){} : (relu ? (acc[q][c] > 0.0f ? acc[q][c] : (vec){}) : acc[q][c]);
+        transpose_tile<V>(t); /* t[j] = the channels g0.. of column w0 + q * V + j */
+        const i64 wq = w0 + q * V, cols = min64(V, W - wq);
+        float *yr = y + (r * W + wq) * Cout + g0;
+        for (i64 j = 0; j < cols; ++j) std::memcpy(yr + j * Cout, &t[j], sizeof(float) * CG);
+    }
+}
+
+/* The most column blocks that share a broadcast: NB * CG accumulators plus NB inputs fit the
+ * 32 AVX-512 registers up to NB = 3 at CG = 8; the 16 AVX2 registers hold one block. */
+#define FRAME_NB (WIDE_LANES == 16 ? 3 : 1)
+
 template <int V, int CG>
 static void frame_conv_frame(const float *__restrict__ x, const float *__restrict__ k, const float *__restrict__ bias,
                              bool relu, float *__restrict__ y, i64 H, i64 W, i64 Cin, i64 Cout, i64 kH, i64 kW,
                              float *__restrict__ xT, i64 L) {
     typedef typename fvec<V>::type vec;
-    const i64 ph = kH / 2, pw = kW / 2, Wv = (W + V - 1) / V * V;
+    const i64 pw = kW / 2, Wv = (W + V - 1) / V * V;
     /* xT[(r * Cin + i) * L + pw + w] = x[r, w, i]; columns past W are written as zeros */
     for (i64 r = 0; r < H; ++r) {
         for (i64 w0 = 0; w0 < Wv; w0 += V) {
@@ -890,67 +942,121 @@ static void frame_conv_frame(const float *__restrict__ x, const float *__restric
             }
         }
     }
+    constexpr int NB = CG == 8 ? FRAME_NB : 1;
     for (i64 r = 0; r < H; ++r) {
-        const i64 b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
         for (i64 g0 = 0; g0 < Cout; g0 += CG) {
-            for (i64 w0 = 0; w0 < Wv;) {
-                /* two column blocks share each weight broadcast where 32 vector registers hold them */
-                const int nb = (WIDE_LANES == 16 && w0 + 2 * V <= Wv) ? 2 : 1;
-                vec acc[2][CG];
-                for (int c = 0; c < CG; ++c) {
-                    acc[0][c] = (vec){} + (bias ? bias[g0 + c] : 0.0f);
-                    acc[1][c] = acc[0][c];
+            i64 w0 = 0;
+            for (; w0 + NB * V <= Wv; w0 += NB * V)
+                frame_conv_block<V, CG, NB>(xT, k, bias, relu, y, r, w0, g0, H, W, Cin, Cout, kH, kW, L);
+            if constexpr (NB > 2)
+                if (w0 + 2 * V <= Wv) {
+                    frame_conv_block<V, CG, 2>(xT, k, bias, relu, y, r, w0, g0, H, W, Cin, Cout, kH, kW, L);
+                    w0 += 2 * V;
                 }
-                for (i64 b = b0; b < b1; ++b) {
-                    const float *xr = xT + ((r + b - ph) * Cin) * L + w0;
-                    const float *kb = k + (b * kW) * Cin * Cout + g0;
-                    for (i64 d = 0; d < kW; ++d) {
-                        if (nb == 2) {
-                            for (i64 i = 0; i < Cin; ++i) {
-                                const vec x0 = *(const vec *)(xr + i * L + d), x1 = *(const vec *)(xr + i * L + d + V);
-                                const float *kp = kb + (d * Cin + i) * Cout;
-                                for (int c = 0; c < CG; ++c) {
-                                    const float kc = kp[c];
-                                    acc[0][c] += x0 * kc;
-                                    acc[1][c] += x1 * kc;
+            if constexpr (NB > 1)
+                if (w0 < Wv) frame_conv_block<V, CG, 1>(xT, k, bias, relu, y, r, w0, g0, H, W, Cin, Cout, kH, kW, L);
+        }
+    }
+}
+
+/* Frames [begin, end) of the column schedule; `y` points at frame `begin`'s output, `xT` is
+ * zero-filled scratch of frame_conv_scratch() floats (only its columns [pw, pw + Wv) are written,
+ * so its margins stay zero across frames). */
+template <int V>
+static void frame_conv_range(const float *x, const float *k, const float *bias, bool relu, float *y, i64 H, i64 W,
+                             i64 Cin, i64 Cout, i64 kH, i64 kW, i64 begin, i64 end, float *xT) {
+    const i64 L = (W + V - 1) / V * V + kW - 1;
+    for (i64 f = begin; f < end; ++f) {
+        const float *xf = x + f * H * W * Cin;
+        float *yf = y + (f - begin) * H * W * Cout;
+        if (Cout % 16 == 0 && V == 16)
+            frame_conv_frame<V, 16>(xf, k, bias, relu, yf, H, W, Cin, Cout, kH, kW, xT, L);
+        else
+            frame_conv_frame<V, 8>(xf, k, bias, relu, yf, H, W, Cin, Cout, kH, kW, xT, L);
+    }
+}
+
+/* Output-channel schedule: PB output columns of one row share every weight vector load; each
+ * (column, tap, input channel) is one broadcast and G FMAs (G vectors of V output channels).
+ * Taps outside the frame or the sequence read a zero row (or are skipped whole), so every
+ * channel count and frame size works. `k` is (kT, kH, kW, Cin, Cp) and `bias` (Cp,), Cp = the
+ * output channels rounded up to G * V with zeros; `y` points at frame `begin`'s output. */
+template <int V, int G, int PB>
+static void conv_cv_range(const float *__restrict__ x, const float *__restrict__ k, const float *__restrict__ bias,
+                          bool relu, float *__restrict__ y, i64 T, i64 H, i64 W, i64 Cin, i64 Cout, i64 Cp, i64 kT,
+                          i64 kH, i64 kW, const float *zeros, i64 begin, i64 end) {
+    typedef typename fvec<V>::type vec;
+    const i64 pt = kT / 2, ph = kH / 2, pw = kW / 2;
+    for (i64 f = begin; f < end; ++f) {
+        const i64 n = f / T, t = f % T;
+        const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
+        for (i64 r = 0; r < H; ++r) {
+            const i64 b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
+            for (i64 w0 = 0; w0 < W; w0 += PB) {
+                const i64 cols = min64(PB, W - w0);
+                for (i64 o0 = 0; o0 < Cp; o0 += G * V) {
+                    vec acc[PB][G];
+                    for (int g = 0; g < G; ++g) {
+                        const vec b = *(const vec *)(bias + o0 + g * V);
+                        for (int j = 0; j < PB; ++j) acc[j][g] = b;
+                    }
+                    for (i64 a = a0; a < a1; ++a) {
+                        for (i64 b = b0; b < b1; ++b) {
+                            const float *xr = x + (((n * T + t + a - pt) * H + r + b - ph) * W) * Cin;
+                            for (i64 d = 0; d < kW; ++d) {
+                                const float *px[PB];
+                                for (int j = 0; j < PB; ++j) {
+                                    const i64 c = w0 + j + d - pw;
+                                    px[j] = (j < cols && c >= 0 && c < W) ? xr + c * Cin : zeros;
                                 }
-                            }
-                        } else {
-                            for (i64 i = 0; i < Cin; ++i) {
-                                const vec x0 = *(const vec *)(xr + i * L + d);
-                                const float *kp = kb + (d * Cin + i) * Cout;
-                                for (int c = 0; c < CG; ++c) acc[0][c] += x0 * kp[c];
+                                const float *kp = k + (((a * kH + b) * kW + d) * Cin) * Cp + o0;
+                                for (i64 i = 0; i < Cin; ++i) {
+                                    vec kv[G];
+                                    for (int g = 0; g < G; ++g) kv[g] = *(const vec *)(kp + i * Cp + g * V);
+                                    for (int j = 0; j < PB; ++j) {
+                                        const float xs = px[j][i];
+                                        for (int g = 0; g < G; ++g) acc[j][g] += xs * kv[g];
+                                    }
+                                }
                             }
                         }
                     }
+                    for (i64 j = 0; j < cols; ++j) {
+                        float *yo = y + (((f - begin) * H + r) * W + w0 + j) * Cout + o0;
+                        for (int g = 0; g < G; ++g) {
+                            const i64 m = min64(V, Cout - o0 - g * V);
+                            if (m <= 0) break;
+                            vec v = acc[j][g];
+                            if (relu) v = v > 0.0f ? v : (vec){};
+                            if (m == V)
+                                *(vec *)(yo + g * V) = v;
+                            else
+                                std::memcpy(yo + g * V, &v, sizeof(float) * m);
+                        }
+                    }
                 }
-                for (int q = 0; q < nb; ++q) {
-                    vec t[V];
-                    for (int c = 0; c < V; ++c)
-                        t[c] = c >= CG ? (vec){} : (relu ? (acc[q][c] > 0.0f ? acc[q][c] : (vec){}) : acc[q][c]);
-                    transpose_tile<V>(t); /* t[j] = the channels g0.. of column w0 + q * V + j */
-                    const i64 wq = w0 + q * V, cols = min64(V, W - wq);
-                    float *yr = y + (r * W + wq) * Cout + g0;
-                    for (i64 j = 0; j < cols; ++j) std::memcpy(yr + j * Cout, &t[j], sizeof(float) * CG);
-                }
-                w0 += nb * V;
             }
         }
     }
 }
 
+/* Lanes and vectors per step of the output-channel schedule for Cout output channels. */
+static void conv_cv_shape(i64 Cout, int *lanes, int *groups) {
+    *lanes = Cout <= 8 ? 8 : WIDE_LANES;
+    *groups = (int)min64(4, (Cout + *lanes - 1) / *lanes);
+}
+
 template <int V>
-static void frame_conv_range(const float *x, const float *k, const float *bias, bool relu, float *y, i64 H, i64 W,
-                             i64 Cin, i64 Cout, i64 kH, i64 kW, i64 begin, i64 end) {
-    const i64 L = (W + V - 1) / V * V + kW - 1 + V; /* + V: the second block's loads stay inside */
-    std::vector<float> xT((size_t)(H * Cin * L), 0.0f); /* margins stay zero: only columns [pw, pw + Wv) are written */
-    for (i64 f = begin; f < end; ++f) {
-        const float *xf = x + f * H * W * Cin;
-        float *yf = y + f * H * W * Cout;
-        if (Cout % 16 == 0 && V == 16)
-            frame_conv_frame<V, 16>(xf, k, bias, relu, yf, H, W, Cin, Cout, kH, kW, xT.data(), L);
-        else
-            frame_conv_frame<V, 8>(xf, k, bias, relu, yf, H, W, Cin, Cout, kH, kW, xT.data(), L);
+static void conv_cv_dispatch(int G, const float *x, const float *k, const float *bias, bool relu, float *y, i64 T,
+                             i64 H, i64 W, i64 Cin, i64 Cout, i64 Cp, i64 kT, i64 kH, i64 kW, const float *zeros,
+                             i64 begin, i64 end) {
+    /* PB x G accumulators + G weight vectors stay within the 16 (AVX2) or 32 (AVX-512) registers */
+    constexpr int R = V == 16 ? 24 : 12;
+    switch (G) {
+        case 1: conv_cv_range<V, 1, (R >= 8 ? 8 : R)>(x, k, bias, relu, y, T, H, W, Cin, Cout, Cp, kT, kH, kW, zeros, begin, end); break;
+        case 2: conv_cv_range<V, 2, R / 2 / 2 * 2>(x, k, bias, relu, y, T, H, W, Cin, Cout, Cp, kT, kH, kW, zeros, begin, end); break;
+        case 3: conv_cv_range<V, 3, R / 3>(x, k, bias, relu, y, T, H, W, Cin, Cout, Cp, kT, kH, kW, zeros, begin, end); break;
+        default: conv_cv_range<V, 4, R / 4>(x, k, bias, relu, y, T, H, W, Cin, Cout, Cp, kT, kH, kW, zeros, begin, end); break;
     }
 }
 
@@ -994,6 +1100,40 @@ static void small_gemm(const float *__restrict__ v, i64 K, const float *__restri
         }
     }
 }
+
+/* A block's inference tail over positions: the direct branches' rows and the joint rows (through
+ * the joint pointwise conv + ReLU when `wj` is set) concatenated, then the fuse conv + ReLU.
+ * Position p of direct branch i is dp[i] + p * widths[i], of the joint jp + p * cj. */
+struct Tail {
+    std::vector<const float *> dp;
+    std::vector<i64> widths;
+    const float *jp;
+    i64 cj;
+    const float *wj, *bj;
+    i64 cz;
+    const float *wf, *bf;
+    i64 K, cout;
+    /* positions [p_begin, p_end) into out (out + p * cout); v: PB * K floats, jin: PB * max(cj, 1) */
+    void rows(i64 p_begin, i64 p_end, float *out, float *v, float *jin) const {
+        const i64 zoff = K - cz;
+        for (i64 p0 = p_begin; p0 < p_end; p0 += PB) {
+            const i64 nrows = std::min<i64>(PB, p_end - p0);
+            for (i64 r = 0; r < nrows; ++r) {
+                float *vr = v + r * K;
+                i64 off = 0;
+                for (size_t i = 0; i < dp.size(); ++i) {
+                    std::memcpy(vr + off, dp[i] + (p0 + r) * widths[i], sizeof(float) * widths[i]);
+                    off += widths[i];
+                }
+                if (cj && !wj) std::memcpy(vr + zoff, jp + (p0 + r) * cj, sizeof(float) * cj);
+                if (cj && wj) std::memcpy(jin + r * cj, jp + (p0 + r) * cj, sizeof(float) * cj);
+            }
+            if (cj && wj) /* z written straight into its slot of the concatenated rows */
+                small_gemm(jin, cj, wj, bj, cz, v + zoff, K, nrows);
+            small_gemm(v, K, wf, bf, cout, out + p0 * cout, cout, nrows);
+        }
+    }
+};
 
 /* (out, in, 1, 1, 1) or (out, in) conv weight -> (in, out) contiguous */
 at::Tensor transposed_matrix(const at::Tensor &w) { return w.reshape({w.size(0), -1}).t().contiguous(); }
@@ -1054,59 +1194,188 @@ at::Tensor block_tail_forward(at::TensorList direct, const c10::optional<at::Ten
     const float *bjp = bj.defined() ? bj.data_ptr<float>() : nullptr;
     const float *wfp = wf.data_ptr<float>(), *bfp = bf.data_ptr<float>();
     float *op = out.data_ptr<float>();
-    const i64 blocks = (P + PB - 1) / PB, zoff = K - cz;
+    const i64 blocks = (P + PB - 1) / PB;
+    const Tail tail{dp, widths, jp, cj, wjp, bjp, cz, wfp, bfp, K, cout};
     at::parallel_for(0, blocks, 16, [&](i64 begin, i64 end) {
         std::vector<float> v(PB * K, 0.0f), jin(PB * std::max<i64>(cj, 1), 0.0f);
-        for (i64 blk = begin; blk < end; ++blk) {
-            const i64 p0 = blk * PB, nrows = std::min<i64>(PB, P - p0);
-            for (i64 r = 0; r < nrows; ++r) {
-                float *vr = v.data() + r * K;
-                i64 off = 0;
-                for (size_t i = 0; i < dp.size(); ++i) {
-                    std::memcpy(vr + off, dp[i] + (p0 + r) * widths[i], sizeof(float) * widths[i]);
-                    off += widths[i];
-                }
-                if (cj && !wjp) std::memcpy(vr + zoff, jp + (p0 + r) * cj, sizeof(float) * cj);
-                if (cj && wjp) std::memcpy(jin.data() + r * cj, jp + (p0 + r) * cj, sizeof(float) * cj);
-            }
-            if (cj && wjp) /* z written straight into its slot of the concatenated rows */
-                small_gemm(jin.data(), cj, wjp, bjp, cz, v.data() + zoff, K, nrows);
-            small_gemm(v.data(), K, wfp, bfp, cout, op + p0 * cout, cout, nrows);
-        }
+        tail.rows(begin * PB, std::min<i64>(end * PB, P), op, v.data(), jin.data());
     });
     return out;
 }
 
-at::Tensor frame_conv3d_forward(const at::Tensor &x, const at::Tensor &weight, const c10::optional<at::Tensor> &bias,
-                                bool relu) {
-    check_float_cpu(x, "x");
-    check_float_cpu(weight, "weight");
-    TORCH_CHECK(x.dim() == 5 && weight.dim() == 5 && weight.size(1) == x.size(1) && weight.size(2) == 1,
-                "frame_conv3d expects x (N, C_in, T, H, W) and weight (C_out, C_in, 1, kH, kW), got ", x.sizes(),
-                " and ", weight.sizes());
-    TORCH_CHECK(weight.size(3) % 2 == 1 && weight.size(4) % 2 == 1, "kernel sizes must be odd, got ", weight.sizes());
-    const i64 N = x.size(0), Cin = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4), Cout = weight.size(0);
-    const i64 kH = weight.size(3), kW = weight.size(4), V = frame_conv_lanes(Cin, Cout);
-    TORCH_CHECK(V > 0, "frame_conv3d needs C_in % 8 == 0 and C_out % 8 == 0, got C_in=", Cin, ", C_out=", Cout);
-    at::Tensor b;
+void check_conv_same(const at::Tensor &x, const at::Tensor &weight, const c10::optional<at::Tensor> &bias,
+                     const char *name) {
+    check_float_cpu(weight, name);
+    TORCH_CHECK(x.dim() == 5 && weight.dim() == 5 && weight.size(1) == x.size(1), name,
+                " must be (C_out, C_in, kT, kH, kW) for x (N, C_in, T, H, W), got ", weight.sizes(), " for x ",
+                x.sizes());
+    TORCH_CHECK(weight.size(2) % 2 == 1 && weight.size(3) % 2 == 1 && weight.size(4) % 2 == 1, name,
+                ": kernel sizes must be odd, got ", weight.sizes());
     if (bias.has_value()) {
         check_float_cpu(*bias, "bias");
-        TORCH_CHECK(bias->dim() == 1 && bias->size(0) == Cout, "bias must be (", Cout, "), got ", bias->sizes());
-        b = bias->contiguous();
+        TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), "bias must be (", weight.size(0),
+                    "), got ", bias->sizes());
     }
-    const at::Tensor xc = x.contiguous(kCL);
-    const at::Tensor k = weight.select(2, 0).permute({2, 3, 1, 0}).contiguous(); /* (kH, kW, C_in, C_out) */
+}
+
+/* A 'same' conv3d prepared for its schedule (weights laid out once per call) on frames H x W. */
+struct SameConv {
+    i64 Cin, Cout, kT, kH, kW, H, W, V, lanes = 8, groups = 1, Cp = 0;
+    bool relu;
+    at::Tensor k, b;
+    SameConv(const at::Tensor &weight, const c10::optional<at::Tensor> &bias, bool relu_, i64 H_, i64 W_)
+        : Cin(weight.size(1)), Cout(weight.size(0)), kT(weight.size(2)), kH(weight.size(3)), kW(weight.size(4)),
+          H(H_), W(W_), relu(relu_) {
+        V = (kT == 1 && W >= 16) ? frame_conv_lanes(Cin, Cout) : 0;
+        if (V > 0) { /* column schedule: (kH, kW, C_in, C_out) */
+            k = weight.select(2, 0).permute({2, 3, 1, 0}).contiguous();
+            if (bias.has_value()) b = bias->contiguous();
+            return;
+        }
+        int l, g;
+        conv_cv_shape(Cout, &l, &g);
+        lanes = l;
+        groups = g;
+        const i64 step = lanes * groups;
+        Cp = (Cout + step - 1) / step * step;
+        /* (kT, kH, kW, C_in, Cp) and (Cp,), zero-padded past C_out */
+        k = at::constant_pad_nd(weight.permute({2, 3, 4, 1, 0}), {0, Cp - Cout}).contiguous();
+        b = bias.has_value() ? at::constant_pad_nd(*bias, {0, Cp - Cout}).contiguous() : at::zeros({Cp}, weight.options());
+    }
+    /* floats of per-thread scratch (zero-filled by the caller) */
+    i64 scratch() const { return V > 0 ? H * Cin * ((W + V - 1) / V * V + kW - 1) : Cin; }
+    /* output frames [begin, end) of a (N * T, H, W, C_in) input into y (frame begin's output first) */
+    void frames(const float *x, i64 T, i64 begin, i64 end, float *y, float *scr) const {
+        const float *kp = k.data_ptr<float>(), *bp = b.defined() ? b.data_ptr<float>() : nullptr;
+        if (V == 16)
+            frame_conv_range<16>(x, kp, bp, relu, y, H, W, Cin, Cout, kH, kW, begin, end, scr);
+        else if (V == 8)
+            frame_conv_range<8>(x, kp, bp, relu, y, H, W, Cin, Cout, kH, kW, begin, end, scr);
+        else if (lanes == 16)
+            conv_cv_dispatch<16>(groups, x, kp, bp, relu, y, T, H, W, Cin, Cout, Cp, kT, kH, kW, scr, begin, end);
+        else
+            conv_cv_dispatch<8>(groups, x, kp, bp, relu, y, T, H, W, Cin, Cout, Cp, kT, kH, kW, scr, begin, end);
+    }
+};
+
+at::Tensor conv3d_same_forward(const at::Tensor &x, const at::Tensor &weight, const c10::optional<at::Tensor> &bias,
+                               bool relu) {
+    check_float_cpu(x, "x");
+    check_conv_same(x, weight, bias, "conv3d_same weight");
+    const i64 N = x.size(0), T = x.size(2), H = x.size(3), W = x.size(4), Cout = weight.size(0);
     at::Tensor y = at::empty({N, Cout, T, H, W}, x.options().memory_format(kCL));
     if (y.numel() == 0) return y;
-    const float *xp = xc.data_ptr<float>(), *kp = k.data_ptr<float>(), *bp = b.defined() ? b.data_ptr<float>() : nullptr;
+    const at::Tensor xc = x.contiguous(kCL);
+    const SameConv conv(weight, bias, relu, H, W);
+    const float *xp = xc.data_ptr<float>();
     float *yp = y.data_ptr<float>();
     at::parallel_for(0, N * T, 1, [&](i64 begin, i64 end) {
-        if (V == 16)
-            frame_conv_range<16>(xp, kp, bp, relu, yp, H, W, Cin, Cout, kH, kW, begin, end);
-        else
-            frame_conv_range<8>(xp, kp, bp, relu, yp, H, W, Cin, Cout, kH, kW, begin, end);
+        std::vector<float> scr((size_t)conv.scratch(), 0.0f);
+        conv.frames(xp, T, begin, end, yp + begin * H * W * Cout, scr.data());
     });
     return y;
+}
+
+/* A whole asymmetric block at inference (every BN folded), one frame at a time: the temporal and
+ * spatial branches (conv + bias + ReLU), the LSTC joint's stripe depthwise conv, then the tail
+ * (joint pointwise conv + ReLU, concatenation, fuse conv + ReLU), and with `pool` the 2x2 max-pool
+ * that follows the first two blocks. A frame's branch outputs live in per-thread scratch
+ * (cache-resident, reused frame after frame), so the block writes only its (pooled) output: no
+ * branch tensors, no page faults on fresh branch buffers. */
+at::Tensor lstc_block_forward(const at::Tensor &x, const c10::optional<at::Tensor> &temporal_weight,
+                              const c10::optional<at::Tensor> &temporal_bias,
+                              const c10::optional<at::Tensor> &spatial_weight,
+                              const c10::optional<at::Tensor> &spatial_bias,
+                              const c10::optional<at::Tensor> &joint_weight, int64_t num_stripes,
+                              const c10::optional<at::Tensor> &joint_pw_weight,
+                              const c10::optional<at::Tensor> &joint_pw_bias, const at::Tensor &fuse_weight,
+                              const at::Tensor &fuse_bias, bool pool) {
+    check_float_cpu(x, "x");
+    TORCH_CHECK(x.dim() == 5, "x must be (N, C, T, H, W), got ", x.sizes());
+    const i64 N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4), F = N * T, HW = H * W;
+    std::vector<SameConv> convs;
+    for (const auto &wb : {std::make_pair(temporal_weight, temporal_bias), std::make_pair(spatial_weight, spatial_bias)}) {
+        if (!wb.first.has_value()) continue;
+        check_conv_same(x, *wb.first, wb.second, "branch weight");
+        convs.emplace_back(*wb.first, wb.second, true, H, W);
+    }
+    at::Tensor kdw, wj, bj;
+    i64 S = num_stripes, h = 1, cz = 0;
+    if (joint_weight.has_value()) {
+        check_depthwise(x, *joint_weight);
+        TORCH_CHECK(num_stripes >= 1 && H >= num_stripes, "need 1 <= num_stripes <= H, got num_stripes=",
+                    num_stripes, " for H=", H);
+        TORCH_CHECK(joint_pw_weight.has_value() && joint_pw_bias.has_value(),
+                    "the joint branch needs joint_pw_weight and joint_pw_bias");
+        check_float_cpu(*joint_pw_weight, "joint_pw_weight");
+        check_float_cpu(*joint_pw_bias, "joint_pw_bias");
+        TORCH_CHECK(joint_pw_weight->size(1) == C && joint_pw_weight->numel() == joint_pw_weight->size(0) * C &&
+                        joint_pw_bias->numel() == joint_pw_weight->size(0),
+                    "joint_pw_weight must be (C_z, C, 1, 1, 1) with joint_pw_bias (C_z,), got ",
+                    joint_pw_weight->sizes(), " and ", joint_pw_bias->sizes());
+        kdw = kernel_channels_last(*joint_weight);
+        wj = transposed_matrix(*joint_pw_weight);
+        bj = joint_pw_bias->contiguous();
+        cz = joint_pw_weight->size(0);
+        h = std::max<i64>(1, H / S);
+    }
+    TORCH_CHECK(!convs.empty() || kdw.defined(), "lstc_block needs at least one branch");
+    i64 K = cz;
+    std::vector<i64> widths;
+    for (const auto &c : convs) {
+        widths.push_back(c.Cout);
+        K += c.Cout;
+    }
+    check_float_cpu(fuse_weight, "fuse_weight");
+    check_float_cpu(fuse_bias, "fuse_bias");
+    TORCH_CHECK(fuse_weight.size(1) == K && fuse_weight.numel() == fuse_weight.size(0) * K,
+                "fuse_weight takes ", fuse_weight.size(1), " channels, the branches give ", K);
+    const i64 cout = fuse_weight.size(0);
+    TORCH_CHECK(fuse_bias.numel() == cout, "fuse_bias must be (C_out,)");
+    const at::Tensor wf = transposed_matrix(fuse_weight), bf = fuse_bias.contiguous();
+    const i64 Ho = pool ? H / 2 : H, Wo = pool ? W / 2 : W;
+    at::Tensor out = at::empty({N, cout, T, Ho, Wo}, x.options().memory_format(kCL));
+    if (out.numel() == 0) return out;
+    const at::Tensor xc = x.contiguous(kCL);
+    const float *xp = xc.data_ptr<float>(), *kp = kdw.defined() ? kdw.data_ptr<float>() : nullptr;
+    float *op = out.data_ptr<float>();
+    i64 scratch = 0;
+    for (const auto &c : convs) scratch = std::max(scratch, c.scratch());
+    at::parallel_for(0, F, 1, [&](i64 begin, i64 end) {
+        std::vector<std::vector<float>> branch;
+        for (const auto &c : convs) branch.emplace_back((size_t)(HW * c.Cout));
+        std::vector<float> joint((size_t)(kp ? HW * C : 0)), v(PB * K, 0.0f), jin(PB * std::max<i64>(C, 1), 0.0f);
+        std::vector<float> full((size_t)(pool ? HW * cout : 0)); /* the frame's output before pooling */
+        std::vector<std::vector<float>> scr;
+        for (const auto &c : convs) scr.emplace_back((size_t)c.scratch(), 0.0f);
+        std::vector<const float *> dp;
+        for (const auto &b : branch) dp.push_back(b.data());
+        const Tail tail{dp, widths, joint.data(), kp ? C : 0, wj.defined() ? wj.data_ptr<float>() : nullptr,
+                        bj.defined() ? bj.data_ptr<float>() : nullptr, cz, wf.data_ptr<float>(),
+                        bf.data_ptr<float>(), K, cout};
+        for (i64 f = begin; f < end; ++f) {
+            for (size_t i = 0; i < convs.size(); ++i) convs[i].frames(xp, T, f, f + 1, branch[i].data(), scr[i].data());
+            if (kp) {
+                const i64 kT = joint_weight->size(2), kH = joint_weight->size(3), kW = joint_weight->size(4);
+                if (C % WIDE_LANES == 0)
+                    forward_cv<WIDE_LANES>(xp, kp, joint.data(), T, H, W, C, kT, kH, kW, S, h, f, f + 1);
+                else if (C % 8 == 0)
+                    forward_cv<8>(xp, kp, joint.data(), T, H, W, C, kT, kH, kW, S, h, f, f + 1);
+                else
+                    forward_any_c(xp, kp, joint.data(), N, T, H, W, C, kT, kH, kW, S, h, f, f + 1);
+            }
+            if (!pool) {
+                tail.rows(0, HW, op + f * HW * cout, v.data(), jin.data());
+                continue;
+            }
+            tail.rows(0, HW, full.data(), v.data(), jin.data());
+            for (i64 i = 0; i < Ho; ++i) {
+                const float *r0 = full.data() + 2 * i * W * cout;
+                pool_row_pair(r0, r0 + W * cout, op + ((f * Ho + i) * Wo) * cout, Wo, cout);
+            }
+        }
+    });
+    return out;
 }
 
 }  // namespace
@@ -1116,7 +1385,7 @@ TORCH_LIBRARY(lstc_gait_cpu, m) {
     m.def("stripe_depthwise_conv3d_weight_grad(Tensor x, Tensor grad_out, int[] kernel_size, int num_stripes) -> Tensor");
     m.def("stem_conv3d(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor");
     m.def("stem_conv3d_weight_grad(Tensor x, Tensor grad_out, int[] kernel_size) -> Tensor");
-    m.def("frame_conv3d(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor");
+    m.def("conv3d_same(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor");
     m.def("max_pool_hw2(Tensor x) -> Tensor");
     m.def("max_pool_hw2_backward(Tensor x, Tensor grad_out) -> Tensor");
     m.def("batch_norm_relu_concat(Tensor[] inputs, Tensor[] weights, Tensor[] biases, float[] eps, "
@@ -1125,6 +1394,9 @@ TORCH_LIBRARY(lstc_gait_cpu, m) {
           "Tensor mean, Tensor var, float[] eps) -> (Tensor[], Tensor, Tensor)");
     m.def("block_tail(Tensor[] direct, Tensor? joint, Tensor? joint_weight, Tensor? joint_bias, "
           "Tensor fuse_weight, Tensor fuse_bias) -> Tensor");
+    m.def("lstc_block(Tensor x, Tensor? temporal_weight, Tensor? temporal_bias, Tensor? spatial_weight, "
+          "Tensor? spatial_bias, Tensor? joint_weight, int num_stripes, Tensor? joint_pw_weight, "
+          "Tensor? joint_pw_bias, Tensor fuse_weight, Tensor fuse_bias, bool pool) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(lstc_gait_cpu, CPU, m) {
@@ -1132,10 +1404,11 @@ TORCH_LIBRARY_IMPL(lstc_gait_cpu, CPU, m) {
     m.impl("stripe_depthwise_conv3d_weight_grad", &stripe_depthwise_weight_grad);
     m.impl("stem_conv3d", &stem_conv3d_forward);
     m.impl("stem_conv3d_weight_grad", &stem_conv3d_weight_grad);
-    m.impl("frame_conv3d", &frame_conv3d_forward);
+    m.impl("conv3d_same", &conv3d_same_forward);
     m.impl("max_pool_hw2", &max_pool_hw2_forward);
     m.impl("max_pool_hw2_backward", &max_pool_hw2_backward);
     m.impl("batch_norm_relu_concat", &batch_norm_relu_concat_forward);
     m.impl("batch_norm_relu_concat_backward", &batch_norm_relu_concat_backward);
     m.impl("block_tail", &block_tail_forward);
+    m.impl("lstc_block", &lstc_block_forward);
 }
