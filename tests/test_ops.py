@@ -65,16 +65,20 @@ def _samples(dtype=torch.float32, grad=True):
         # only a ready joint output (the dynamic branch alone), 8 outputs: the blocked loop
         ("block_tail", ([], r(1, 16, 2, 3, 4, seed=7), None, None, r(8, 16, 1, 1, 1, seed=8), r(8, seed=9))),
         # whole block: 8 channels on 9x17 frames (column-schedule spatial branch, 8-lane joint), T=2
-        ("lstc_block", (r(1, 8, 2, 9, 17, seed=10), r(8, 8, 3, 1, 1, seed=11), r(8, seed=12),
+        ("lstc_block", (r(1, 8, 2, 9, 17, seed=10), None, None, r(8, 8, 3, 1, 1, seed=11), r(8, seed=12),
                         r(8, 8, 1, 5, 3, seed=13), r(8, seed=14), r(8, 1, 3, 5, 3, seed=15), 2,
                         r(8, 8, 1, 1, 1, seed=16), r(8, seed=17), r(8, 24, 1, 1, 1, seed=18), r(8, seed=19), False)),
         # 3 channels, no temporal branch, H=7 over S=3 stripes, T=1 (generic joint, output-channel
         # schedule), pooled to 3x2 (odd last row and column dropped)
-        ("lstc_block", (r(2, 3, 1, 7, 5, seed=20), None, None, r(2, 3, 1, 3, 3, seed=21), r(2, seed=22),
+        ("lstc_block", (r(2, 3, 1, 7, 5, seed=20), None, None, None, None, r(2, 3, 1, 3, 3, seed=21), r(2, seed=22),
                         r(3, 1, 3, 3, 3, seed=23), 3, r(4, 3, 1, 1, 1, seed=24), r(4, seed=25),
                         r(5, 6, 1, 1, 1, seed=26), r(5, seed=27), True)),
+        # with the stem (1 -> 8 channels, 3x3x3) over T = 3, pooled: the sliding stem window
+        ("lstc_block", (r(2, 1, 3, 6, 17, seed=33), r(8, 1, 3, 3, 3, seed=34), r(8, seed=35), r(8, 8, 3, 1, 1, seed=36),
+                        r(8, seed=37), r(8, 8, 1, 3, 3, seed=38), r(8, seed=39), r(8, 1, 3, 3, 3, seed=40), 2,
+                        r(8, 8, 1, 1, 1, seed=41), r(8, seed=42), r(8, 24, 1, 1, 1, seed=43), r(8, seed=44), True)),
         # the temporal branch alone
-        ("lstc_block", (r(1, 4, 3, 2, 3, seed=28), r(6, 4, 3, 1, 1, seed=29), r(6, seed=30), None, None, None, 1,
+        ("lstc_block", (r(1, 4, 3, 2, 3, seed=28), None, None, r(6, 4, 3, 1, 1, seed=29), r(6, seed=30), None, None, None, 1,
                         None, None, r(3, 6, 1, 1, 1, seed=31), r(3, seed=32), False)),
         ("batch_norm_relu_concat_backward", (r(2, 6, 1, 5, 7, g=False), [r(2, 3, 1, 5, 7, seed=1, g=False),
                                              r(2, 1, 1, 5, 7, seed=2, g=False)],

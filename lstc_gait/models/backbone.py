@@ -253,11 +253,15 @@ class LSTCBackbone(nn.Module):
             x = x * mask
         else:
             lengths = None
-        # A 1-channel input's layout is ambiguous to the conv, which then answers in the default
-        # layout: restore channels_last_3d for everything after the stem.
-        y = to_channels_last(self.stem(x))
-        # the 2x2 max-pools after the first two blocks run inside them (fused at inference)
-        y = self.block1(_masked(y, mask, self.block1), mask, pool=True)
+        # The 2x2 max-pools after the first two blocks run inside them, and with every frame
+        # valid the stem runs inside the first block too (one op at inference).
+        if mask is None:
+            y = self.block1(x, None, pool=True, stem=self.stem)
+        else:
+            # A 1-channel input's layout is ambiguous to the conv, which then answers in the
+            # default layout: restore channels_last_3d for everything after the stem.
+            y = to_channels_last(self.stem(x))
+            y = self.block1(_masked(y, mask, self.block1), mask, pool=True)
         y = self.block2(_masked(y, mask, self.block2), mask, pool=True)
         y = self.block3(_masked(y, mask, self.block3), mask)
         y = self.head(y)

@@ -12,10 +12,10 @@ from torch import Tensor, nn
 
 from ..ops.library import native_kernels
 from .bn_relu import BranchOutput, batch_norm_relu_concat
-from .convbn import bn_is_folding, conv_bn_relu, fold_conv_bn
+from .convbn import ConvBNReLU, bn_is_folding, conv_bn_relu, fold_conv_bn
 from .dynamic import DynamicConv3d
 from .lstc import LSTC, _triple
-from .memory_format import recording_graph
+from .memory_format import recording_graph, to_channels_last
 from .spatial_pool import max_pool_hw2
 
 BRANCH_WIDTH_RULES = ("half_split", "full")
@@ -128,8 +128,9 @@ class AsymmetricBlock(nn.Module):
         """True when some branch looks across frames (so padded frames must be zeroed first)."""
         return self.kernel_size[0] > 1 and (self.branch_temporal is not None or self.branch_joint is not None)
 
-    def forward(self, x: Tensor, time_mask: Tensor | None = None, pool: bool = False) -> Tensor:
-        """Run the branches and the fuse (and the 2x2 max-pool that follows the first two blocks).
+    def forward(self, x: Tensor, time_mask: Tensor | None = None, pool: bool = False,
+                stem: ConvBNReLU | None = None) -> Tensor:
+        """Run the branches and the fuse (and the stem before, the 2x2 max-pool after, when given).
 
         In training the branches' BN + ReLU and the concatenation run as one op node
         (``lstc_gait::batch_norm_relu_concat``); at inference with every BN folded (float32, no
@@ -143,6 +144,9 @@ class AsymmetricBlock(nn.Module):
             time_mask: ``(N, 1, T, 1, 1)`` float mask, 1 at valid frames, 0 at padding (used by the
                 dynamic gate's average pool); None: all frames valid.
             pool: Follow with a 2x2 spatial max-pool (:func:`~lstc_gait.models.spatial_pool.max_pool_hw2`).
+            stem: The backbone's 1-channel stem, run on ``x`` first (fused into the block op at
+                inference); ``x`` is then the ``(N, 1, T, H, W)`` input, every frame valid
+                (``time_mask`` None).
 
         Returns:
             ``(N, C_out, T, H, W)`` (``H // 2, W // 2`` with ``pool``) in channels_last_3d memory
@@ -153,8 +157,12 @@ class AsymmetricBlock(nn.Module):
                 than ``num_stripes`` (LSTC joint).
             RuntimeError: For other shape mismatches, from the convolutions.
         """
-        if self._fused_tail(x) and self._whole_block(x):
-            return self._forward_whole_block(x, pool)
+        if stem is not None and time_mask is not None:
+            raise ValueError("AsymmetricBlock: a fused stem needs every frame valid (time_mask=None)")
+        if self._fused_tail(x) and self._whole_block(x) and (stem is None or stem.folds_into_block(x)):
+            return self._forward_whole_block(x, pool, stem)
+        if stem is not None:
+            x = to_channels_last(stem(x))
         y = self._forward_unfused(x, time_mask)
         return max_pool_hw2(y) if pool else y
 
@@ -201,8 +209,10 @@ class AsymmetricBlock(nn.Module):
         branches = [b for b in (self.branch_temporal, self.branch_spatial) if b is not None]
         return all(bn_is_folding(b[1]) for b in branches) and native_kernels(x)
 
-    def _forward_whole_block(self, x: Tensor, pool: bool) -> Tensor:
-        folded: list[Tensor | None] = []
+    def _forward_whole_block(self, x: Tensor, pool: bool, stem: ConvBNReLU | None) -> Tensor:
+        folded: list[Tensor | None] = [None, None]
+        if stem is not None:
+            folded = list(fold_conv_bn(stem[0].weight, stem[0].bias, stem[1]))
         for branch in (self.branch_temporal, self.branch_spatial):
             folded.extend(fold_conv_bn(branch[0].weight, branch[0].bias, branch[1]) if branch is not None
                           else (None, None))

@@ -192,6 +192,18 @@ class ConvBNReLU(nn.Sequential):
                 and all(k % 2 == 1 and p == k // 2 for k, p in zip(conv.kernel_size, pad, strict=True))
                 and not recording_graph())
 
+    def folds_into_block(self, x: Tensor) -> bool:
+        """Whether the op ``lstc_gait::lstc_block`` can run this conv as its stem on ``x``.
+
+        Args:
+            x: The ``(N, 1, T, H, W)`` input.
+
+        Returns:
+            True for a stride-1 'same' conv of a one-channel input with a ReLU and its BN folding
+            (eval mode), on CPU float32.
+        """
+        return self.relu and bn_is_folding(self[1]) and self._stem_op(x) and x.dtype == torch.float32
+
     def branch_output(self, x: Tensor) -> BranchOutput:
         """The activated output, or in training ``(bn, conv output)`` for the caller to normalise.
 

@@ -620,11 +620,15 @@ block_tail.register_autograd(_tail_backward, setup_context=_tail_setup)
 
 
 # --------------------------------------------------------------------------- whole block
-def _check_block(x: Tensor, temporal_weight, temporal_bias, spatial_weight, spatial_bias, joint_weight,
-                 num_stripes: int, joint_pw_weight, joint_pw_bias, fuse_weight: Tensor, fuse_bias: Tensor,
-                 pool: bool) -> int:
+def _check_block(x: Tensor, stem_weight, stem_bias, temporal_weight, temporal_bias, spatial_weight, spatial_bias,
+                 joint_weight, num_stripes: int, joint_pw_weight, joint_pw_bias, fuse_weight: Tensor,
+                 fuse_bias: Tensor) -> int:
     if x.dim() != 5:
         raise ValueError(f"lstc_block expects x (N, C, T, H, W), got {tuple(x.shape)}")
+    if stem_weight is not None:
+        _check_stem(x, stem_weight, stem_bias)
+        # the block's input: the stem's output (shape only)
+        x = torch.empty((x.shape[0], stem_weight.shape[0], *x.shape[2:]), device="meta")
     width = 0
     for w, b in ((temporal_weight, temporal_bias), (spatial_weight, spatial_bias)):
         if w is not None:
@@ -645,24 +649,29 @@ def _check_block(x: Tensor, temporal_weight, temporal_bias, spatial_weight, spat
 
 
 @torch.library.custom_op("lstc_gait::lstc_block", mutates_args=())
-def lstc_block(x: Tensor, temporal_weight: Tensor | None, temporal_bias: Tensor | None,
-               spatial_weight: Tensor | None, spatial_bias: Tensor | None, joint_weight: Tensor | None,
-               num_stripes: int, joint_pw_weight: Tensor | None, joint_pw_bias: Tensor | None,
-               fuse_weight: Tensor, fuse_bias: Tensor, pool: bool) -> Tensor:
+def lstc_block(x: Tensor, stem_weight: Tensor | None, stem_bias: Tensor | None, temporal_weight: Tensor | None,
+               temporal_bias: Tensor | None, spatial_weight: Tensor | None, spatial_bias: Tensor | None,
+               joint_weight: Tensor | None, num_stripes: int, joint_pw_weight: Tensor | None,
+               joint_pw_bias: Tensor | None, fuse_weight: Tensor, fuse_bias: Tensor, pool: bool) -> Tensor:
     """An asymmetric block with an LSTC joint branch at inference (every BN folded), in one op.
 
-    Schema: ``lstc_gait::lstc_block(Tensor x, Tensor? temporal_weight, Tensor? temporal_bias,
-    Tensor? spatial_weight, Tensor? spatial_bias, Tensor? joint_weight, SymInt num_stripes,
-    Tensor? joint_pw_weight, Tensor? joint_pw_bias, Tensor fuse_weight, Tensor fuse_bias,
-    bool pool) -> Tensor``. The composition of ``conv3d_same`` (temporal and spatial branches,
-    ReLU), ``stripe_depthwise_conv3d`` (joint), ``block_tail`` and, with ``pool``,
-    ``max_pool_hw2``: :func:`lstc_gait.ops.reference.lstc_block`. The C++ kernel runs it one
-    frame at a time with the frame's branch outputs in per-thread scratch, so the block writes
-    only its (pooled) output; fresh branch tensors cost a page fault per 4 KiB at first touch
-    (docs/performance.md). The gradient is the composition's (recomputed in the backward).
+    Schema: ``lstc_gait::lstc_block(Tensor x, Tensor? stem_weight, Tensor? stem_bias,
+    Tensor? temporal_weight, Tensor? temporal_bias, Tensor? spatial_weight, Tensor? spatial_bias,
+    Tensor? joint_weight, SymInt num_stripes, Tensor? joint_pw_weight, Tensor? joint_pw_bias,
+    Tensor fuse_weight, Tensor fuse_bias, bool pool) -> Tensor``. The composition of, with a
+    stem, ``stem_conv3d`` (+ ReLU), then ``conv3d_same`` (temporal and spatial branches, ReLU),
+    ``stripe_depthwise_conv3d`` (joint), ``block_tail`` and, with ``pool``, ``max_pool_hw2``:
+    :func:`lstc_gait.ops.reference.lstc_block`. The C++ kernel runs it one frame at a time with
+    the frame's branch outputs (and the stem's output frames it reads) in per-thread scratch, so
+    the block writes only its (pooled) output; fresh intermediate tensors cost a page fault per
+    4 KiB at first touch (docs/performance.md). The gradient is the composition's (recomputed in
+    the backward).
 
     Args:
-        x: ``(N, C, T, H, W)`` float tensor, frames past each sequence's length already zero.
+        x: ``(N, C, T, H, W)`` float block input, frames past each sequence's length already zero;
+            with a stem its ``(N, 1, T, H, W)`` input (every frame valid).
+        stem_weight: ``(C, 1, kT, kH, kW)`` stem conv (BN folded, odd sizes), or None.
+        stem_bias: ``(C,)`` or None.
         temporal_weight: ``(C_t, C, kT, kH, kW)`` (odd sizes, 'same' padding) or None.
         temporal_bias: ``(C_t,)`` or None.
         spatial_weight: ``(C_s, C, kT, kH, kW)`` or None.
@@ -682,44 +691,47 @@ def lstc_block(x: Tensor, temporal_weight: Tensor | None, temporal_bias: Tensor 
     Raises:
         ValueError: For malformed shapes, even kernels, a bad ``num_stripes`` or no branch.
     """
-    args = (x, temporal_weight, temporal_bias, spatial_weight, spatial_bias, joint_weight, num_stripes,
-            joint_pw_weight, joint_pw_bias, fuse_weight, fuse_bias, pool)
-    _check_block(*args)
+    args = (x, stem_weight, stem_bias, temporal_weight, temporal_bias, spatial_weight, spatial_bias, joint_weight,
+            num_stripes, joint_pw_weight, joint_pw_bias, fuse_weight, fuse_bias, pool)
+    _check_block(*args[:-1])
     if native_kernels(*(a for a in args if isinstance(a, Tensor))):
         return torch.ops.lstc_gait_cpu.lstc_block(*args)
     return reference.lstc_block(*args)
 
 
 @lstc_block.register_fake
-def _(x, temporal_weight, temporal_bias, spatial_weight, spatial_bias, joint_weight, num_stripes,
-      joint_pw_weight, joint_pw_bias, fuse_weight, fuse_bias, pool):
-    cout = _check_block(x, temporal_weight, temporal_bias, spatial_weight, spatial_bias, joint_weight,
-                        num_stripes, joint_pw_weight, joint_pw_bias, fuse_weight, fuse_bias, pool)
-    h, w = x.shape[3:]
-    return _cl_empty(x, (x.shape[0], cout, x.shape[2], h // 2, w // 2) if pool else (x.shape[0], cout, *x.shape[2:]))
+def _(x, stem_weight, stem_bias, temporal_weight, temporal_bias, spatial_weight, spatial_bias, joint_weight,
+      num_stripes, joint_pw_weight, joint_pw_bias, fuse_weight, fuse_bias, pool):
+    cout = _check_block(x, stem_weight, stem_bias, temporal_weight, temporal_bias, spatial_weight, spatial_bias,
+                        joint_weight, num_stripes, joint_pw_weight, joint_pw_bias, fuse_weight, fuse_bias)
+    n, _, t, h, w = x.shape
+    return _cl_empty(x, (n, cout, t, h // 2, w // 2) if pool else (n, cout, t, h, w))
+
+
+_BLOCK_ARGS = 14  # lstc_block's arguments; num_stripes and pool (slots 8 and 13) are not tensors
 
 
 def _block_setup(ctx, inputs, output) -> None:
-    ctx.num_stripes, ctx.pool = inputs[6], inputs[11]
+    ctx.num_stripes, ctx.pool = inputs[8], inputs[13]
     ctx.tensor_slots = [i for i, a in enumerate(inputs) if isinstance(a, Tensor)]
     ctx.save_for_backward(*(inputs[i] for i in ctx.tensor_slots))
 
 
 def _block_backward(ctx, grad: Tensor):
-    args: list = [None] * 12
-    args[6], args[11] = ctx.num_stripes, ctx.pool
+    a: list = [None] * _BLOCK_ARGS
     for slot, t in zip(ctx.tensor_slots, ctx.saved_tensors, strict=True):
-        args[slot] = t.detach().requires_grad_(ctx.needs_input_grad[slot])
+        a[slot] = t.detach().requires_grad_(ctx.needs_input_grad[slot])
     wanted = [i for i in ctx.tensor_slots if ctx.needs_input_grad[i]]
-    grads: list = [None] * 12
+    grads: list = [None] * _BLOCK_ARGS
     with torch.enable_grad():
         # the op's gradient is its composition's: the parts' ops and their autograd formulas
-        direct = [conv3d_same(args[0], args[w], args[w + 1], True) for w in (1, 3) if args[w] is not None]
-        joint = None if args[5] is None else stripe_depthwise_conv3d(args[0], args[5], args[6])
-        out = block_tail(direct, joint, args[7], args[8], args[9], args[10])
+        x = a[0] if a[1] is None else stem_conv3d(a[0], a[1], a[2], True)
+        direct = [conv3d_same(x, a[w], a[w + 1], True) for w in (3, 5) if a[w] is not None]
+        joint = None if a[7] is None else stripe_depthwise_conv3d(x, a[7], ctx.num_stripes)
+        out = block_tail(direct, joint, a[9], a[10], a[11], a[12])
         if ctx.pool:
             out = max_pool_hw2(out)
-        found = torch.autograd.grad(out, [args[i] for i in wanted], grad, allow_unused=True)
+        found = torch.autograd.grad(out, [a[i] for i in wanted], grad, allow_unused=True)
     for i, g in zip(wanted, found, strict=True):
         grads[i] = g
     return tuple(grads)

@@ -342,18 +342,21 @@ def conv3d_same(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> T
     return (F.relu(y) if relu else y).contiguous(memory_format=CL)
 
 
-def lstc_block(x: Tensor, temporal_weight: Tensor | None, temporal_bias: Tensor | None,
-               spatial_weight: Tensor | None, spatial_bias: Tensor | None, joint_weight: Tensor | None,
-               num_stripes: int, joint_pw_weight: Tensor | None, joint_pw_bias: Tensor | None,
-               fuse_weight: Tensor, fuse_bias: Tensor, pool: bool) -> Tensor:
+def lstc_block(x: Tensor, stem_weight: Tensor | None, stem_bias: Tensor | None, temporal_weight: Tensor | None,
+               temporal_bias: Tensor | None, spatial_weight: Tensor | None, spatial_bias: Tensor | None,
+               joint_weight: Tensor | None, num_stripes: int, joint_pw_weight: Tensor | None,
+               joint_pw_bias: Tensor | None, fuse_weight: Tensor, fuse_bias: Tensor, pool: bool) -> Tensor:
     """An asymmetric block with an LSTC joint branch at inference (BNs folded), as its parts compose.
 
+    With a stem ``x <- stem_conv3d(x, W_stem, b_stem, relu=True)`` first; then
     ``block_tail([relu(conv3d_same(x, W_t) + b_t), relu(conv3d_same(x, W_s) + b_s)],
     stripe_depthwise_conv3d(x, W_j, S), W_pw, b_pw, W_f, b_f)``, absent branches left out, then
     with ``pool`` :func:`max_pool_hw2`.
 
     Args:
-        x: ``(N, C, T, H, W)``.
+        x: ``(N, C, T, H, W)``, or ``(N, 1, T, H, W)`` with a stem.
+        stem_weight: ``(C, 1, kT, kH, kW)`` or None; ``stem_bias`` ``(C,)`` or None.
+        stem_bias: See ``stem_weight``.
         temporal_weight: ``(C_t, C, kT, kH, kW)`` (odd sizes) or None; ``temporal_bias`` ``(C_t,)``.
         temporal_bias: See ``temporal_weight``.
         spatial_weight: ``(C_s, C, kT, kH, kW)`` or None; ``spatial_bias`` ``(C_s,)``.
@@ -369,6 +372,8 @@ def lstc_block(x: Tensor, temporal_weight: Tensor | None, temporal_bias: Tensor 
     Returns:
         ``(N, C_out, T, H, W)`` (``H // 2, W // 2`` with ``pool``) in channels_last_3d memory.
     """
+    if stem_weight is not None:
+        x = stem_conv3d(x, stem_weight, stem_bias, True)
     direct = [conv3d_same(x, w, b, True) for w, b in ((temporal_weight, temporal_bias),
                                                        (spatial_weight, spatial_bias)) if w is not None]
     joint = None if joint_weight is None else stripe_depthwise_conv3d(x, joint_weight, num_stripes)

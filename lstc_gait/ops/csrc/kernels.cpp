@@ -316,6 +316,7 @@ static void stem_row_t(const float *__restrict__ x, const float *__restrict__ k,
     }
 }
 
+/* `y` points at frame `begin`'s output. */
 static void stem_forward_range(const float *__restrict__ x, const float *__restrict__ k, const float *__restrict__ bias,
                                i64 relu, float *__restrict__ y, i64 T, i64 H, i64 W, i64 C, i64 kT, i64 kH,
                                i64 kW, i64 begin, i64 end) {
@@ -326,7 +327,7 @@ static void stem_forward_range(const float *__restrict__ x, const float *__restr
         const i64 a0 = max64(0, pt - t), a1 = min64(kT, T - t + pt);
         for (i64 r = 0; r < H; ++r) {
             const i64 b0 = max64(0, ph - r), b1 = min64(kH, H - r + ph);
-            float *__restrict__ out_row = y + ((nt * H + r) * W) * C;
+            float *__restrict__ out_row = y + (((nt - begin) * H + r) * W) * C;
             if (C % WIDE_LANES == 0) { /* bias and ReLU applied inside */
                 stem_row_t<WIDE_LANES>(x, k, bias, relu, out_row, T, H, W, C, kT, kH, kW, nt, r, pad);
                 continue;
@@ -553,7 +554,7 @@ at::Tensor stem_conv3d_forward(const at::Tensor &x, const at::Tensor &weight, co
     const float *xp = xc.data_ptr<float>(), *kp = k.data_ptr<float>(), *bp = b.defined() ? b.data_ptr<float>() : nullptr;
     float *yp = y.data_ptr<float>();
     at::parallel_for(0, N * T, 1, [&](i64 begin, i64 end) {
-        stem_forward_range(xp, kp, bp, relu ? 1 : 0, yp, T, H, W, C, kT, kH, kW, begin, end);
+        stem_forward_range(xp, kp, bp, relu ? 1 : 0, yp + begin * H * W * C, T, H, W, C, kT, kH, kW, begin, end);
     });
     return y;
 }
@@ -1203,12 +1204,10 @@ at::Tensor block_tail_forward(at::TensorList direct, const c10::optional<at::Ten
     return out;
 }
 
-void check_conv_same(const at::Tensor &x, const at::Tensor &weight, const c10::optional<at::Tensor> &bias,
-                     const char *name) {
+void check_conv_same(i64 Cin, const at::Tensor &weight, const c10::optional<at::Tensor> &bias, const char *name) {
     check_float_cpu(weight, name);
-    TORCH_CHECK(x.dim() == 5 && weight.dim() == 5 && weight.size(1) == x.size(1), name,
-                " must be (C_out, C_in, kT, kH, kW) for x (N, C_in, T, H, W), got ", weight.sizes(), " for x ",
-                x.sizes());
+    TORCH_CHECK(weight.dim() == 5 && weight.size(1) == Cin, name, " must be (C_out, C_in, kT, kH, kW) with C_in = ",
+                Cin, ", got ", weight.sizes());
     TORCH_CHECK(weight.size(2) % 2 == 1 && weight.size(3) % 2 == 1 && weight.size(4) % 2 == 1, name,
                 ": kernel sizes must be odd, got ", weight.sizes());
     if (bias.has_value()) {
@@ -1261,7 +1260,8 @@ struct SameConv {
 at::Tensor conv3d_same_forward(const at::Tensor &x, const at::Tensor &weight, const c10::optional<at::Tensor> &bias,
                                bool relu) {
     check_float_cpu(x, "x");
-    check_conv_same(x, weight, bias, "conv3d_same weight");
+    TORCH_CHECK(x.dim() == 5, "x must be (N, C_in, T, H, W), got ", x.sizes());
+    check_conv_same(x.size(1), weight, bias, "conv3d_same weight");
     const i64 N = x.size(0), T = x.size(2), H = x.size(3), W = x.size(4), Cout = weight.size(0);
     at::Tensor y = at::empty({N, Cout, T, H, W}, x.options().memory_format(kCL));
     if (y.numel() == 0) return y;
@@ -1282,7 +1282,9 @@ at::Tensor conv3d_same_forward(const at::Tensor &x, const at::Tensor &weight, co
  * that follows the first two blocks. A frame's branch outputs live in per-thread scratch
  * (cache-resident, reused frame after frame), so the block writes only its (pooled) output: no
  * branch tensors, no page faults on fresh branch buffers. */
-at::Tensor lstc_block_forward(const at::Tensor &x, const c10::optional<at::Tensor> &temporal_weight,
+at::Tensor lstc_block_forward(const at::Tensor &x, const c10::optional<at::Tensor> &stem_weight,
+                              const c10::optional<at::Tensor> &stem_bias,
+                              const c10::optional<at::Tensor> &temporal_weight,
                               const c10::optional<at::Tensor> &temporal_bias,
                               const c10::optional<at::Tensor> &spatial_weight,
                               const c10::optional<at::Tensor> &spatial_bias,
@@ -1292,17 +1294,43 @@ at::Tensor lstc_block_forward(const at::Tensor &x, const c10::optional<at::Tenso
                               const at::Tensor &fuse_bias, bool pool) {
     check_float_cpu(x, "x");
     TORCH_CHECK(x.dim() == 5, "x must be (N, C, T, H, W), got ", x.sizes());
-    const i64 N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4), F = N * T, HW = H * W;
+    const i64 N = x.size(0), T = x.size(2), H = x.size(3), W = x.size(4), F = N * T, HW = H * W;
+    /* with a stem, x is its 1-channel input and the block reads the stem's output */
+    const bool stem = stem_weight.has_value();
+    i64 C = x.size(1);
+    at::Tensor ks, bs;
+    if (stem) {
+        check_float_cpu(*stem_weight, "stem_weight");
+        TORCH_CHECK(x.size(1) == 1 && stem_weight->dim() == 5 && stem_weight->size(1) == 1,
+                    "a stem takes x (N, 1, T, H, W) and stem_weight (C, 1, kT, kH, kW), got ", x.sizes(), " and ",
+                    stem_weight->sizes());
+        TORCH_CHECK(stem_weight->size(2) % 2 == 1 && stem_weight->size(3) % 2 == 1 && stem_weight->size(4) % 2 == 1,
+                    "stem kernel sizes must be odd, got ", stem_weight->sizes());
+        C = stem_weight->size(0);
+        ks = kernel_channels_last(*stem_weight);
+        if (stem_bias.has_value()) {
+            check_float_cpu(*stem_bias, "stem_bias");
+            TORCH_CHECK(stem_bias->numel() == C, "stem_bias must be (", C, "), got ", stem_bias->sizes());
+            bs = stem_bias->contiguous();
+        }
+    }
     std::vector<SameConv> convs;
+    i64 window = 1; /* frames of block input each output frame reads (odd) */
     for (const auto &wb : {std::make_pair(temporal_weight, temporal_bias), std::make_pair(spatial_weight, spatial_bias)}) {
         if (!wb.first.has_value()) continue;
-        check_conv_same(x, *wb.first, wb.second, "branch weight");
+        check_conv_same(C, *wb.first, wb.second, "branch weight");
         convs.emplace_back(*wb.first, wb.second, true, H, W);
+        window = std::max(window, wb.first->size(2));
     }
     at::Tensor kdw, wj, bj;
     i64 S = num_stripes, h = 1, cz = 0;
     if (joint_weight.has_value()) {
-        check_depthwise(x, *joint_weight);
+        check_float_cpu(*joint_weight, "joint_weight");
+        TORCH_CHECK(joint_weight->dim() == 5 && joint_weight->size(1) == 1 && joint_weight->size(0) == C,
+                    "joint_weight must be (C, 1, kT, kH, kW) with C = ", C, ", got ", joint_weight->sizes());
+        TORCH_CHECK(joint_weight->size(2) % 2 == 1 && joint_weight->size(3) % 2 == 1 && joint_weight->size(4) % 2 == 1,
+                    "kernel sizes must be odd, got ", joint_weight->sizes());
+        window = std::max(window, joint_weight->size(2));
         TORCH_CHECK(num_stripes >= 1 && H >= num_stripes, "need 1 <= num_stripes <= H, got num_stripes=",
                     num_stripes, " for H=", H);
         TORCH_CHECK(joint_pw_weight.has_value() && joint_pw_bias.has_value(),
@@ -1339,9 +1367,21 @@ at::Tensor lstc_block_forward(const at::Tensor &x, const c10::optional<at::Tenso
     const at::Tensor xc = x.contiguous(kCL);
     const float *xp = xc.data_ptr<float>(), *kp = kdw.defined() ? kdw.data_ptr<float>() : nullptr;
     float *op = out.data_ptr<float>();
-    i64 scratch = 0;
-    for (const auto &c : convs) scratch = std::max(scratch, c.scratch());
+    const float *ksp = ks.defined() ? ks.data_ptr<float>() : nullptr, *bsp = bs.defined() ? bs.data_ptr<float>() : nullptr;
+    const i64 kTs = stem ? stem_weight->size(2) : 1, kHs = stem ? stem_weight->size(3) : 1;
+    const i64 kWs = stem ? stem_weight->size(4) : 1, mid = window / 2, R = 8, HWC = HW * C;
     at::parallel_for(0, F, 1, [&](i64 begin, i64 end) {
+        /* With a stem: its output frames of one sequence slide through `win` (window + R - 1 frame
+         * slots; the last window - 1 frames move back to the start once every R frames), each
+         * computed once; frames outside the sequence are zero, like the convs' zero padding. */
+        std::vector<float> win((size_t)(stem ? (window - 1 + R) * HWC : 0));
+        i64 base = 0, wn = -1, wt = -2;
+        auto stem_frame = [&](i64 n, i64 t, float *dst) {
+            if (t < 0 || t >= T)
+                std::memset(dst, 0, sizeof(float) * HWC);
+            else
+                stem_forward_range(xp, ksp, bsp, 1, dst, T, H, W, C, kTs, kHs, kWs, n * T + t, n * T + t + 1);
+        };
         std::vector<std::vector<float>> branch;
         for (const auto &c : convs) branch.emplace_back((size_t)(HW * c.Cout));
         std::vector<float> joint((size_t)(kp ? HW * C : 0)), v(PB * K, 0.0f), jin(PB * std::max<i64>(C, 1), 0.0f);
@@ -1354,15 +1394,38 @@ at::Tensor lstc_block_forward(const at::Tensor &x, const c10::optional<at::Tenso
                         bj.defined() ? bj.data_ptr<float>() : nullptr, cz, wf.data_ptr<float>(),
                         bf.data_ptr<float>(), K, cout};
         for (i64 f = begin; f < end; ++f) {
-            for (size_t i = 0; i < convs.size(); ++i) convs[i].frames(xp, T, f, f + 1, branch[i].data(), scr[i].data());
+            const float *xin = xp; /* the block input, read as frame fi of Tin-frame sequences */
+            i64 Tin = T, fi = f;
+            if (stem) {
+                const i64 n = f / T, t = f % T;
+                if (n == wn && t == wt + 1) { /* slide by one frame */
+                    if (base + 2 > R) {
+                        std::memmove(win.data(), win.data() + (base + 1) * HWC, sizeof(float) * (window - 1) * HWC);
+                        base = 0;
+                    } else {
+                        ++base;
+                    }
+                    stem_frame(n, t + mid, win.data() + (base + window - 1) * HWC);
+                } else {
+                    base = 0;
+                    for (i64 j = 0; j < window; ++j) stem_frame(n, t - mid + j, win.data() + j * HWC);
+                }
+                wn = n;
+                wt = t;
+                xin = win.data() + base * HWC;
+                Tin = window;
+                fi = mid;
+            }
+            for (size_t i = 0; i < convs.size(); ++i)
+                convs[i].frames(xin, Tin, fi, fi + 1, branch[i].data(), scr[i].data());
             if (kp) {
                 const i64 kT = joint_weight->size(2), kH = joint_weight->size(3), kW = joint_weight->size(4);
                 if (C % WIDE_LANES == 0)
-                    forward_cv<WIDE_LANES>(xp, kp, joint.data(), T, H, W, C, kT, kH, kW, S, h, f, f + 1);
+                    forward_cv<WIDE_LANES>(xin, kp, joint.data(), Tin, H, W, C, kT, kH, kW, S, h, fi, fi + 1);
                 else if (C % 8 == 0)
-                    forward_cv<8>(xp, kp, joint.data(), T, H, W, C, kT, kH, kW, S, h, f, f + 1);
+                    forward_cv<8>(xin, kp, joint.data(), Tin, H, W, C, kT, kH, kW, S, h, fi, fi + 1);
                 else
-                    forward_any_c(xp, kp, joint.data(), N, T, H, W, C, kT, kH, kW, S, h, f, f + 1);
+                    forward_any_c(xin, kp, joint.data(), N, Tin, H, W, C, kT, kH, kW, S, h, fi, fi + 1);
             }
             if (!pool) {
                 tail.rows(0, HW, op + f * HW * cout, v.data(), jin.data());
@@ -1394,7 +1457,7 @@ TORCH_LIBRARY(lstc_gait_cpu, m) {
           "Tensor mean, Tensor var, float[] eps) -> (Tensor[], Tensor, Tensor)");
     m.def("block_tail(Tensor[] direct, Tensor? joint, Tensor? joint_weight, Tensor? joint_bias, "
           "Tensor fuse_weight, Tensor fuse_bias) -> Tensor");
-    m.def("lstc_block(Tensor x, Tensor? temporal_weight, Tensor? temporal_bias, Tensor? spatial_weight, "
+    m.def("lstc_block(Tensor x, Tensor? stem_weight, Tensor? stem_bias, Tensor? temporal_weight, Tensor? temporal_bias, Tensor? spatial_weight, "
           "Tensor? spatial_bias, Tensor? joint_weight, int num_stripes, Tensor? joint_pw_weight, "
           "Tensor? joint_pw_bias, Tensor fuse_weight, Tensor fuse_bias, bool pool) -> Tensor");
 }
