@@ -59,7 +59,7 @@ class DatasetConfig:
     evaluation: str = "casia_b"  # casia_b | ou_mvlp | retrieval
     # training clips
     num_frames: int = 30
-    sampling: str = "ordered"  # ordered | random
+    sampling: str = "ordered"  # ordered | random | sorted (data.frame_sampling)
     width: int = 44
     test_max_frames: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
