@@ -12,6 +12,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -1139,6 +1141,17 @@ struct Tail {
 /* (out, in, 1, 1, 1) or (out, in) conv weight -> (in, out) contiguous */
 at::Tensor transposed_matrix(const at::Tensor &w) { return w.reshape({w.size(0), -1}).t().contiguous(); }
 
+/* The fuse conv of a block's tail, checked against the K concatenated branch channels: its
+ * (K, C_out) matrix and (C_out,) bias. */
+std::pair<at::Tensor, at::Tensor> fuse_matrix(const at::Tensor &fuse_weight, const at::Tensor &fuse_bias, i64 K) {
+    check_float_cpu(fuse_weight, "fuse_weight");
+    check_float_cpu(fuse_bias, "fuse_bias");
+    TORCH_CHECK(fuse_weight.size(1) == K && fuse_weight.numel() == fuse_weight.size(0) * K,
+                "fuse_weight takes ", fuse_weight.size(1), " channels, the branches give ", K);
+    TORCH_CHECK(fuse_bias.numel() == fuse_weight.size(0), "fuse_bias must be (C_out,)");
+    return {transposed_matrix(fuse_weight), fuse_bias.contiguous()};
+}
+
 at::Tensor block_tail_forward(at::TensorList direct, const c10::optional<at::Tensor> &joint,
                               const c10::optional<at::Tensor> &joint_weight,
                               const c10::optional<at::Tensor> &joint_bias, const at::Tensor &fuse_weight,
@@ -1180,13 +1193,9 @@ at::Tensor block_tail_forward(at::TensorList direct, const c10::optional<at::Ten
         }
     }
     K += cz;
-    check_float_cpu(fuse_weight, "fuse_weight");
-    check_float_cpu(fuse_bias, "fuse_bias");
-    TORCH_CHECK(fuse_weight.size(1) == K && fuse_weight.numel() == fuse_weight.size(0) * K,
-                "fuse_weight takes ", fuse_weight.size(1), " channels, the branches give ", K);
-    const i64 cout = fuse_weight.size(0);
-    TORCH_CHECK(fuse_bias.numel() == cout, "fuse_bias must be (C_out,)");
-    const at::Tensor wf = transposed_matrix(fuse_weight), bf = fuse_bias.contiguous();
+    at::Tensor wf, bf;
+    std::tie(wf, bf) = fuse_matrix(fuse_weight, fuse_bias, K);
+    const i64 cout = wf.size(1);
     at::Tensor out = at::empty({N, cout, T, H, W}, ref.options().memory_format(kCL));
     if (P == 0) return out;
     std::vector<const float *> dp;
@@ -1354,13 +1363,9 @@ at::Tensor lstc_block_forward(const at::Tensor &x, const c10::optional<at::Tenso
         widths.push_back(c.Cout);
         K += c.Cout;
     }
-    check_float_cpu(fuse_weight, "fuse_weight");
-    check_float_cpu(fuse_bias, "fuse_bias");
-    TORCH_CHECK(fuse_weight.size(1) == K && fuse_weight.numel() == fuse_weight.size(0) * K,
-                "fuse_weight takes ", fuse_weight.size(1), " channels, the branches give ", K);
-    const i64 cout = fuse_weight.size(0);
-    TORCH_CHECK(fuse_bias.numel() == cout, "fuse_bias must be (C_out,)");
-    const at::Tensor wf = transposed_matrix(fuse_weight), bf = fuse_bias.contiguous();
+    at::Tensor wf, bf;
+    std::tie(wf, bf) = fuse_matrix(fuse_weight, fuse_bias, K);
+    const i64 cout = wf.size(1);
     const i64 Ho = pool ? H / 2 : H, Wo = pool ? W / 2 : W;
     at::Tensor out = at::empty({N, cout, T, Ho, Wo}, x.options().memory_format(kCL));
     if (out.numel() == 0) return out;
