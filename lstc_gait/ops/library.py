@@ -270,11 +270,11 @@ def conv3d_same(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> T
     """A dense stride-1 conv3d with 'same' zero padding (``k // 2``), + bias, + optional ReLU.
 
     Schema: ``lstc_gait::conv3d_same(Tensor x, Tensor weight, Tensor? bias, bool relu) -> Tensor``.
-    The asymmetric blocks' temporal and spatial branches and the backbone's 1x1x1 conv at
-    inference (their BN folded into ``weight`` and ``bias``). oneDNN blocks output channels by 16
-    and runs these narrow convs (8-10 output channels) at a fraction of its speed; the kernel
-    vectorises over output columns (per frame, ``kT == 1``, frames at least 16 wide, channels in
-    multiples of 8) or over output channels (every other shape). Math:
+    The asymmetric blocks' spatial and temporal branches at inference (their BN folded into
+    ``weight`` and ``bias``) where ``models.convbn.conv3d_inference`` routes them. oneDNN blocks
+    output channels by 16 and runs these narrow convs (8 output channels) at a fraction of its
+    speed; the kernel vectorises over output columns (per frame, ``kT == 1``, frames at least 16
+    wide, channels in multiples of 8) or over output channels (every other shape). Math:
     :func:`lstc_gait.ops.reference.conv3d_same`.
 
     Args:
