@@ -159,16 +159,15 @@ class AsymmetricBlock(nn.Module):
         """
         if stem is not None and time_mask is not None:
             raise ValueError("AsymmetricBlock: a fused stem needs every frame valid (time_mask=None)")
-        if self._fused_tail(x) and self._whole_block(x) and (stem is None or stem.folds_into_block(x)):
+        fused = self._fused_tail(x)  # the stem keeps dtype and device, so this holds for its output too
+        if fused and self._whole_block(x) and (stem is None or stem.folds_into_block(x)):
             return self._forward_whole_block(x, pool, stem)
         if stem is not None:
             x = to_channels_last(stem(x))
-        y = self._forward_unfused(x, time_mask)
+        y = self._forward_fused_tail(x, time_mask) if fused else self._forward_branches(x, time_mask)
         return max_pool_hw2(y) if pool else y
 
-    def _forward_unfused(self, x: Tensor, time_mask: Tensor | None) -> Tensor:
-        if self._fused_tail(x):
-            return self._forward_fused_tail(x, time_mask)
+    def _forward_branches(self, x: Tensor, time_mask: Tensor | None) -> Tensor:
         parts: list[BranchOutput] = []
         if self.branch_temporal is not None:
             parts.append(self.branch_temporal.branch_output(x))
