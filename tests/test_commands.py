@@ -204,6 +204,26 @@ def test_export_torchscript_dynamic_shapes_and_parity(tmp_path, capsys):
     assert not (tmp_path / "bad.ts").exists()
 
 
+def test_export_keeps_the_model_input_resize_and_parts_head(tmp_path):
+    # experiment=casia_b_cpu's kind of model: the resize to 32 x 22 is inside the exported graph,
+    # which takes the cache's 64 x 44 frames like the eager model.
+    from lstc_gait import exporting as X
+    from lstc_gait.models import build_gait_model
+
+    torch.manual_seed(2)
+    model = build_gait_model(0, head="parts", part_dim=16, input_size=(32, 22), pooling="set",
+                             **TINY_MODEL).eval()
+    path, result, _ = X.export_torchscript(model, tmp_path / "m.ts", shapes=((2, 9), (1, 5)))
+    assert result.passed and result.min_cosine >= 0.9999
+    x, lengths = X.example_inputs(3, 7)
+    assert x.shape[-2:] == (64, 44)
+    with torch.no_grad():
+        ref = model(x, lengths)["embedding"]
+        got = torch.jit.load(str(path))(x, lengths)
+    assert got.shape == (3, 16, TINY_MODEL["num_stripes"])
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
 class _DriftsWhenExported(torch.nn.Module):
     """Eager mode is the model; the exported graph (scripted or traced) permutes the embedding."""
 

@@ -22,7 +22,7 @@ GROUPS = {
     "sampler": ["random", "pk", "multiview_pk"],
     "trainer": ["default", "debug", "ddp"],
     "tracking": ["mlflow", "none"],
-    "experiment": ["casia_b", "ou_mvlp"],
+    "experiment": ["casia_b", "ou_mvlp", "casia_b_cpu"],
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import hydra
 import numpy as np
 import pytest
 import torch
@@ -87,6 +88,22 @@ def test_gaitset_trains_a_few_steps_and_evaluates_part_wise(debug_cfg, tmp_path)
     result = run(cfg, tmp_path / "run", JobInfo())
     assert result.step == 3 and all(np.isfinite(v) for _, v in result.losses)
     assert 0.0 <= result.metrics["NM/rank1"] <= 100.0 and "NM/same_view_rank1" in result.metrics
+
+
+def test_cpu_preset_trains_on_cache_frames_at_its_model_input_size(debug_cfg, tmp_path):
+    # experiment=casia_b_cpu as composed (width, model-input resize, set pooling, parts head), on the
+    # cache's 64-row frames, through the real training and evaluation; only the budget is shrunk.
+    cfg = debug_cfg("experiment=casia_b_cpu", "trainer.max_minutes=0", "trainer.max_steps=2",
+                    "trainer.eval_every_minutes=0", "trainer.checkpoint_every=0", "sampler.p=2", "sampler.k=2")
+    h, w = cfg.model.input_size
+    assert (h, w) != (64, 44) and cfg.dataset.sampling == "ordered"
+    result = run(cfg, tmp_path / "run", JobInfo())
+    assert result.step == 2 and all(np.isfinite(v) for _, v in result.losses)
+    assert 0.0 <= result.metrics["NM/rank1"] <= 100.0
+    model = hydra.utils.instantiate(cfg.model, num_classes=4, _convert_="all").eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, 5, 64, 44))
+    assert out["embedding"].shape == (2, cfg.model.part_dim, cfg.model.num_stripes)
 
 
 def test_max_minutes_stops_and_caps(debug_cfg, tmp_path):
