@@ -159,3 +159,23 @@ def test_gei_baseline_on_the_test_rows(tiny_data_dir):
     table = rank1_ratio_row({"NM/rank1": 60.0, "BG/rank1": 40.0, "CL/rank1": 20.0},
                             {"NM/rank1": 30.0, "BG/rank1": 20.0, "CL/rank1": 20.0})
     assert table.loc["ratio", "NM"] == pytest.approx(2.0) and table.loc["ratio", "mean"] == pytest.approx(40.0 / (70.0 / 3))
+
+
+def test_time_to_accuracy_trains_gaitset_on_its_own_sampling_and_resolution(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from conftest import compose
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
+    spec = importlib.util.spec_from_file_location("time_to_accuracy", path)
+    tta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tta)
+    runs = dict(tta.curve_presets(["experiment=casia_b_cpu"], tmp_path, gaitset=True, mlflow=False))
+    lstc, gaitset = compose(runs["lstc"]), compose(runs["gaitset"])
+    assert list(lstc.model.input_size) == [32, 22] and lstc.dataset.sampling == "ordered"
+    assert gaitset.model.variant == "gaitset" and gaitset.model.input_size is None
+    assert gaitset.dataset.sampling == "random" and gaitset.tracking._target_ == lstc.tracking._target_
+    # a resolution the user asks for applies to both
+    runs = dict(tta.curve_presets(["experiment=casia_b_cpu", "model.input_size=[48,33]"], tmp_path, gaitset=True))
+    assert list(compose(runs["gaitset"]).model.input_size) == [48, 33]
