@@ -244,6 +244,10 @@ def check_choices(cfg: DictConfig | Any) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and value < 1:
             raise ValueError(f"config key {key}={value} must be >= 1")
+    for key in ("trainer.max_steps", "trainer.max_epochs", "trainer.max_minutes", "trainer.eval_every_minutes"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value < 0:  # a negative budget or interval would silently mean "off"
+            raise ValueError(f"config key {key}={value} must be >= 0 (0: off)")
     if OmegaConf.select(cfg, "trainer.max_steps", default=1) <= 0 and \
             OmegaConf.select(cfg, "trainer.max_epochs", default=1) <= 0 and \
             OmegaConf.select(cfg, "trainer.max_minutes", default=0) <= 0:

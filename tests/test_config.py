@@ -155,6 +155,9 @@ def test_choices_are_checked_naming_the_key():
         check_choices(compose(["trainer.device=tpu"]))
     with pytest.raises(ValueError, match="budget"):
         check_choices(compose(["trainer.max_steps=0", "trainer.max_epochs=0"]))
+    for key in ("trainer.max_minutes", "trainer.eval_every_minutes", "trainer.max_steps"):
+        with pytest.raises(ValueError, match=rf"{key}=-1(\.0)? must be >= 0"):
+            check_choices(compose([f"{key}=-1"]))
 
 
 def test_experiment_presets_use_the_fields_settings():
