@@ -3,7 +3,8 @@
 Prints, and logs to MLflow as curves (metric step = training seconds), cross-view and same-view
 rank-1 of NM / BG / CL against training minutes, beside the GEI + nearest-neighbour baseline on
 the same test subjects, for the LSTC/LSTP preset and, with ``--gaitset``, for ``model=gaitset``
-under the same pipeline (with GaitSet's unordered frame sets, ``dataset.sampling=random``). States the machine (CPU model, flags, threads, native bf16).
+under the same pipeline (on GaitSet's unordered frame sets at full resolution: see
+:func:`curve_presets`). States the machine (CPU model, flags, threads, native bf16).
 
     python benchmarks/time_to_accuracy.py --minutes 10 --every 2 [--gaitset] [-- overrides...]
     python benchmarks/time_to_accuracy.py --minutes 30 --every 5 -- experiment=casia_b_cpu \\
